@@ -1,0 +1,53 @@
+# One command to see it work (make demo), one to pass the tests (make test). Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SURVEIL := $(BIN)/surveil
+
+.PHONY: setup demo test test-unit kafka-up kafka-down kafka-status bench lint format clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Python packages, then the jars (Kafka broker, Spark's Delta + Kafka connector) into caches outside the repo.
+setup: $(STAMP)
+	$(SURVEIL) setup
+
+demo: setup
+	$(SURVEIL) demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+kafka-up: setup
+	$(SURVEIL) kafka up
+
+kafka-down: $(STAMP)
+	$(SURVEIL) kafka down
+
+kafka-status: $(STAMP)
+	$(SURVEIL) kafka status
+
+bench: setup
+	$(SURVEIL) bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests jobs
+	$(BIN)/ruff format --check src tests jobs
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests jobs
+	$(BIN)/ruff check --fix src tests jobs
+
+clean:
+	-$(SURVEIL) kafka down
+	rm -rf .state reports spark-warehouse .pytest_cache

@@ -1,0 +1,239 @@
+"""``surveil``: the command line. Each command parses its arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from surveillance.config import ConfigError, Settings, load_settings
+
+console = Console(stderr=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(env=args.env, overrides=args.set or [])
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from surveillance.kafka.broker import ensure_broker_jars
+    from surveillance.spark import get_spark
+
+    settings = _settings(args)
+    with console.status("resolving the Kafka broker's jars (Maven Central, cached)..."):
+        jars = ensure_broker_jars(settings.kafka.local_broker.kafka_version)
+    console.print(f"Kafka broker jars: {jars}")
+    with console.status("resolving Spark's Delta and Kafka connector jars (Ivy, cached)..."):
+        spark = get_spark(settings.with_overrides("spark.master=local[1]"), app_name="surveil-setup")
+        spark.range(1).count()
+        spark.stop()
+    console.print("Spark, Delta and the Kafka connector are ready")
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from surveillance.kafka.admin import ensure_topics
+    from surveillance.kafka.broker import LocalBroker
+
+    settings = _settings(args)
+    broker = LocalBroker(settings)
+    if args.action == "up":
+        with console.status("starting Kafka (KRaft, loopback)..."):
+            status = broker.up()
+            topics = ensure_topics(settings.kafka)
+        console.print(f"Kafka is up at {status.bootstrap} (pid {status.pid}); topics: {topics}")
+    elif args.action == "down":
+        stopped = broker.down()
+        console.print("Kafka stopped" if stopped else "Kafka was not running")
+    else:
+        status = broker.status()
+        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(status).items()}, indent=2))
+        return 0 if status.running else 3
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from surveillance.ingestion.generator import generate_quotes, write_csv, write_jsonl, write_labels
+
+    generated = generate_quotes(
+        symbols=args.symbols,
+        minutes=args.minutes,
+        seed=args.seed,
+        inject_anomalies=args.inject_anomalies,
+        dirty=args.dirty,
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        if args.dirty:
+            raise SystemExit("--dirty needs a .jsonl output (malformed lines cannot be written as CSV rows)")
+        write_csv(generated, out)
+    elif out.suffix == ".jsonl":
+        write_jsonl(generated, out)
+    else:
+        raise SystemExit(f"--out must end in .jsonl or .csv, not {out.suffix!r}")
+    written = write_labels(generated, out)
+    console.print(f"wrote {len(generated.quotes):,} quotes to {out}; labels: {written}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from surveillance.ingestion.replay import replay_file
+
+    settings = _settings(args)
+    result = replay_file(Path(args.file), settings.kafka, topic=args.topic, rate=args.rate, progress=True)
+    console.print(
+        f"sent {result.sent:,} messages ({result.skipped_blank} blank lines skipped, {result.failed} failed) "
+        f"in {result.elapsed_s:.1f}s"
+    )
+    if result.failed:
+        console.print(f"[red]first error: {result.first_error}")
+        return 1
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from surveillance.pipeline.runner import run_stream
+
+    settings = _settings(args)
+    run_stream(settings, once=args.once, console=console)
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from surveillance.lakehouse import PUBLIC_TABLES, table_locations
+
+    locations = table_locations(_settings(args))
+    shown = {name: locations[name] for name in PUBLIC_TABLES} if not args.all else locations
+    if args.json:
+        print(json.dumps(shown, indent=2))
+    else:
+        for name, location in shown.items():
+            print(f"{name:20s} {location}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from surveillance.lakehouse import table_locations
+    from surveillance.reporting.summary import print_summary, summarize
+    from surveillance.spark import get_spark
+
+    settings = _settings(args)
+    spark = get_spark(settings)
+    print_summary(summarize(spark, table_locations(settings)), Console())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from surveillance.lakehouse import table_locations
+    from surveillance.reporting.plots import write_report
+    from surveillance.spark import get_spark
+
+    settings = _settings(args)
+    path = write_report(get_spark(settings), table_locations(settings), Path(args.out))
+    console.print(f"report written to {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from surveillance.demo import run_demo
+
+    run_demo(Path(args.sample), env=args.env, overrides=args.set or [], reports=Path(args.reports),
+             keep_kafka=args.keep_kafka, console=console)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from surveillance.bench import run_bench
+
+    run_bench(events=args.events, latency_rate=args.rate, latency_seconds=args.latency_seconds,
+              out=Path(args.out), env=args.env, overrides=args.set or [], console=console)
+    return 0
+
+
+def _add_config_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--env", choices=["local", "dev", "prod"], default=default,
+                        help="configuration overlay (default: $SURVEIL_ENV or local)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=default,
+                        help="override a configuration key, e.g. --set rules.price_jump.threshold=0.04")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every ``surveil`` command."""
+    parser = argparse.ArgumentParser(prog="surveil", description=__doc__)
+    _add_config_options(parser, None)
+    # The same options after the command name; SUPPRESS keeps them from resetting values given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_config_options(common, argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    setup = commands.add_parser("setup", parents=[common], help="fetch the jars (Kafka broker, Delta, connector)")
+    setup.set_defaults(func=cmd_setup)
+
+    kafka = commands.add_parser("kafka", parents=[common], help="the local KRaft broker: up | down | status")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.set_defaults(func=cmd_kafka)
+
+    generate = commands.add_parser("generate", parents=[common], help="synthesize labelled quotes")
+    generate.add_argument("--out", required=True, help="output file (.jsonl or .csv)")
+    generate.add_argument("--symbols", type=int, default=8)
+    generate.add_argument("--minutes", type=int, default=60)
+    generate.add_argument("--seed", type=int, default=7)
+    generate.add_argument("--inject-anomalies", action="store_true", help="add labelled jumps and volume spikes")
+    generate.add_argument("--dirty", action="store_true",
+                          help="add malformed lines, duplicates, extra fields and very late events")
+    generate.set_defaults(func=cmd_generate)
+
+    replay = commands.add_parser("replay", parents=[common], help="send a .jsonl or .csv file to Kafka")
+    replay.add_argument("--file", required=True)
+    replay.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    replay.add_argument("--topic", default=None, help="default: kafka.topics.quotes")
+    replay.set_defaults(func=cmd_replay)
+
+    stream = commands.add_parser("stream", parents=[common], help="run the streaming job")
+    stream.add_argument("--once", action="store_true", help="process everything available, then stop")
+    stream.set_defaults(func=cmd_stream)
+
+    tables = commands.add_parser("tables", parents=[common], help="the lakehouse tables and their locations")
+    tables.add_argument("--json", action="store_true")
+    tables.add_argument("--all", action="store_true", help="include internal tables (stream_progress)")
+    tables.set_defaults(func=cmd_tables)
+
+    summary = commands.add_parser("summary", parents=[common], help="print what the lakehouse holds")
+    summary.set_defaults(func=cmd_summary)
+
+    report = commands.add_parser("report", parents=[common], help="write the plotly HTML report")
+    report.add_argument("--out", default="reports")
+    report.set_defaults(func=cmd_report)
+
+    demo = commands.add_parser("demo", parents=[common], help="the whole pipeline on the sample, end to end")
+    demo.add_argument("--sample", default="data/samples/quotes_sample.jsonl")
+    demo.add_argument("--reports", default="reports")
+    demo.add_argument("--keep-kafka", action="store_true", help="leave the demo broker running afterwards")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = commands.add_parser("bench", parents=[common], help="throughput and latency benchmark")
+    bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument("--rate", type=float, default=500.0, help="input rate for the latency run (events/s)")
+    bench.add_argument("--latency-seconds", type=int, default=60)
+    bench.add_argument("--out", default="reports/bench.json")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``surveil`` console command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error[/red]\n{exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""One configuration system: conf/base.yml + an environment overlay + environment variables + --set.
+
+Precedence, lowest first: ``conf/base.yml`` < ``conf/<env>.yml`` < ``SURVEIL__SECTION__KEY`` variables <
+``--set section.key=value``. The merged document is validated into :class:`Settings`; an unknown key is an
+error with a suggestion, never silently ignored. ``${NAME}`` in a YAML string is replaced by the environment
+variable NAME (an error if it is unset), so hosts and secrets stay out of the files.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "SURVEIL__"
+ENVIRONMENTS = ("local", "dev", "prod")
+_INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day)s?\s*$")
+# Free-form maps whose own keys contain dots (Kafka and Spark option names): a dotted override below them
+# names one key, e.g. --set kafka.options.ssl.endpoint.identification.algorithm=https.
+_FREE_MAPS = {("kafka", "options"), ("spark", "conf"), ("lakehouse", "tables")}
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says which key and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def interval_seconds(text: str) -> int:
+    """Seconds in a Spark-style interval such as '10 minutes' or '2 seconds'."""
+    match = _INTERVAL.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not an interval like '30 seconds', '10 minutes' or '2 hours'")
+    unit = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[match.group(2)]
+    return int(match.group(1)) * unit
+
+
+def _check_interval(value: str) -> str:
+    interval_seconds(value)
+    return value
+
+
+class SparkSettings(_Strict):
+    master: str | None = "local[*]"
+    app_name: str = "market-surveillance"
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "2g"
+    ui_enabled: bool = False
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class TopicSettings(_Strict):
+    quotes: str = "quotes"
+    alerts: str = "alerts"
+
+
+class LocalBrokerSettings(_Strict):
+    port: int = Field(9092, ge=1, le=65535)
+    controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_version: str = "4.1.1"
+    heap: str = "512m"
+
+
+class KafkaSettings(_Strict):
+    bootstrap_servers: str = "localhost:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    # The name of the environment variable that holds the JAAS config: the secret itself never sits in YAML.
+    sasl_jaas_config_env: str | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+    topics: TopicSettings = TopicSettings()
+    quotes_partitions: int = Field(4, ge=1)
+    alerts_partitions: int = Field(1, ge=1)
+    local_broker: LocalBrokerSettings = LocalBrokerSettings()
+
+    @field_validator("options")
+    @classmethod
+    def _no_secrets_in_options(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if "jaas" in key.lower() or "password" in key.lower():
+                raise ValueError(f"{key!r} is a secret: put it in an environment variable, not in config")
+        return value
+
+    def spark_options(self) -> dict[str, str]:
+        """Options for Spark's Kafka source and sink (``kafka.``-prefixed client settings)."""
+        options = {"kafka.bootstrap.servers": self.bootstrap_servers}
+        options["kafka.security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            options["kafka.sasl.mechanism"] = self.sasl_mechanism
+        jaas = self._jaas_config()
+        if jaas:
+            options["kafka.sasl.jaas.config"] = jaas
+        options.update({f"kafka.{key}": val for key, val in self.options.items()})
+        return options
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients with the same connection settings."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+        jaas = self._jaas_config()
+        if jaas:
+            user = re.search(r'username="([^"]*)"', jaas)
+            password = re.search(r'password="([^"]*)"', jaas)
+            if user and password:
+                options["sasl_plain_username"] = user.group(1)
+                options["sasl_plain_password"] = password.group(1)
+        return options
+
+    def _jaas_config(self) -> str | None:
+        if not self.sasl_jaas_config_env:
+            return None
+        value = os.environ.get(self.sasl_jaas_config_env)
+        if not value:
+            raise ConfigError(
+                f"kafka.sasl_jaas_config_env names {self.sasl_jaas_config_env!r}, which is not set in the environment"
+            )
+        return value
+
+
+class LakehouseSettings(_Strict):
+    root: str = ".state/lakehouse"
+    # Optional per-table location overrides: {logical name: path}.
+    tables: dict[str, str] = Field(default_factory=dict)
+
+
+class StreamSettings(_Strict):
+    checkpoint_dir: str = ".state/checkpoints/quotes_to_lakehouse"
+    query_name: str = Field("quotes_to_lakehouse", pattern=r"^[A-Za-z0-9_]+$")
+    trigger_interval: str = "2 seconds"
+    max_offsets_per_trigger: int | None = Field(20000, ge=1)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    fail_on_data_loss: bool = True
+    watermark: str = "10 minutes"
+
+    _intervals = field_validator("trigger_interval", "watermark")(_check_interval)
+
+
+class PriceJumpRule(_Strict):
+    enabled: bool = True
+    threshold: float = Field(0.05, gt=0)
+
+
+class ZScoreRule(_Strict):
+    enabled: bool = True
+    window: int = Field(50, ge=2)
+    min_periods: int = Field(20, ge=2)
+    threshold: float = Field(6.0, gt=0)
+
+
+class VolumeSpikeRule(_Strict):
+    enabled: bool = True
+    window: int = Field(50, ge=2)
+    min_periods: int = Field(20, ge=1)
+    ratio: float = Field(10.0, gt=1)
+    min_volume: int = Field(1000, ge=0)
+
+
+class SeveritySettings(_Strict):
+    medium_ratio: float = Field(1.5, ge=1)
+    high_ratio: float = Field(2.5, ge=1)
+
+
+class RuleSettings(_Strict):
+    # How far back in event time the rules look for a symbol's previous quotes (the state they carry
+    # across micro-batches). Bounds the per-batch read of silver.
+    history_lookback: str = "2 hours"
+    price_jump: PriceJumpRule = PriceJumpRule()
+    zscore: ZScoreRule = ZScoreRule()
+    volume_spike: VolumeSpikeRule = VolumeSpikeRule()
+    severity: SeveritySettings = SeveritySettings()
+
+    _intervals = field_validator("history_lookback")(_check_interval)
+
+
+class Settings(_Strict):
+    env: Literal["local", "dev", "prod"] = "local"
+    state_dir: str = ".state"
+    spark: SparkSettings = SparkSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    lakehouse: LakehouseSettings = LakehouseSettings()
+    stream: StreamSettings = StreamSettings()
+    rules: RuleSettings = RuleSettings()
+
+    def with_overrides(self, *assignments: str) -> Settings:
+        """A copy with ``key=value`` overrides applied and validated again."""
+        doc = self.model_dump()
+        for assignment in assignments:
+            _apply_assignment(doc, assignment)
+        return _validate(doc)
+
+
+def conf_dir() -> Path:
+    """The folder holding base.yml and the overlays (SURVEIL_CONF_DIR, else ./conf, else the repo's)."""
+    explicit = os.environ.get("SURVEIL_CONF_DIR")
+    if explicit:
+        return Path(explicit)
+    local = Path.cwd() / "conf"
+    if (local / "base.yml").exists():
+        return local
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def load_settings(
+    env: str | None = None,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+    directory: Path | None = None,
+) -> Settings:
+    """Load, merge and validate the configuration for ``env`` (default: $SURVEIL_ENV or 'local')."""
+    environ = os.environ if environ is None else environ
+    env = env or environ.get("SURVEIL_ENV", "local")
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"unknown environment {env!r}: choose one of {', '.join(ENVIRONMENTS)}")
+    directory = directory or conf_dir()
+    base_file = directory / "base.yml"
+    if not base_file.exists():
+        raise ConfigError(f"no {base_file}: run from the project root or set SURVEIL_CONF_DIR")
+    doc = _read_yaml(base_file)
+    overlay_file = directory / f"{env}.yml"
+    if overlay_file.exists():
+        doc = _deep_merge(doc, _read_yaml(overlay_file))
+    doc["env"] = env
+    for key, value in sorted(environ.items()):
+        if key.startswith(ENV_PREFIX):
+            dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _apply_assignment(doc, f"{dotted}={value}", source=f"environment variable {key}")
+    for assignment in overrides:
+        _apply_assignment(doc, assignment, source="--set")
+    doc = _expand_placeholders(doc, environ, path="")
+    return _validate(doc)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return loaded
+
+
+def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _apply_assignment(doc: dict[str, Any], assignment: str, source: str = "--set") -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"{source}: expected key=value, got {assignment!r}")
+    dotted, raw = assignment.split("=", 1)
+    parts = [part for part in dotted.strip().split(".") if part]
+    if not parts:
+        raise ConfigError(f"{source}: empty key in {assignment!r}")
+    if len(parts) > 3 and tuple(parts[:2]) in _FREE_MAPS:
+        parts = [*parts[:2], ".".join(parts[2:])]
+    # YAML parsing gives 'true' -> True, '5' -> 5, 'null' -> None, while keeping free text as text.
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = doc
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _expand_placeholders(value: Any, environ: Mapping[str, str], path: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_placeholders(v, environ, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_placeholders(v, environ, path) for v in value]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(f"{path}: needs environment variable {name}, which is not set")
+            return environ[name]
+
+        return _PLACEHOLDER.sub(substitute, value)
+    return value
+
+
+def _validate(doc: dict[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+            known = _known_keys(error["loc"][:-1])
+            guess = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+            if guess:
+                message += f" (did you mean {'.'.join([*map(str, error['loc'][:-1]), guess[0]])!r}?)"
+            elif known:
+                message += f" (known keys here: {', '.join(sorted(known))})"
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def _known_keys(parent: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in parent:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def resolve_local_path(path: str) -> str:
+    """An absolute path for a local relative path; URIs and absolute paths are returned unchanged."""
+    if "://" in path or path.startswith("/") or re.match(r"^[a-z]+:", path):
+        return path
+    return str(Path(path).resolve())

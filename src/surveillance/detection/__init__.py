@@ -1,0 +1,1 @@
+"""Anomaly detection on silver quotes: windowed rules (and, later, a registered model)."""

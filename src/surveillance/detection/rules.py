@@ -1,0 +1,149 @@
+"""Windowed detection rules over silver quotes: price jump, rolling return z-score, volume spike.
+
+Every rule reads a symbol's quotes in event-time order (ties broken by event_id). The caller passes the
+quotes of the current micro-batch marked ``is_new`` together with the symbol's recent history from silver,
+so a rule's state (the previous price, the rolling window) carries across micro-batches and restarts.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from surveillance.config import RuleSettings, SeveritySettings
+from surveillance.lakehouse import ALERTS
+
+PRICE_JUMP = "price_jump"
+RETURN_ZSCORE = "return_zscore"
+VOLUME_SPIKE = "volume_spike"
+
+
+def with_rule_features(quotes: DataFrame, zscore_window: int, volume_window: int) -> DataFrame:
+    """Add previous price, return, and trailing return/volume statistics per symbol (current row excluded)."""
+    ordered = Window.partitionBy("symbol").orderBy("event_time", "event_id")
+    trailing_returns = ordered.rowsBetween(-zscore_window, -1)
+    trailing_volumes = ordered.rowsBetween(-volume_window, -1)
+    with_previous = quotes.withColumns(
+        {
+            "prev_price": F.lag("price").over(ordered),
+            "prev_event_id": F.lag("event_id").over(ordered),
+            "prev_event_time": F.lag("event_time").over(ordered),
+        }
+    ).withColumn("ret", (F.col("price") - F.col("prev_price")) / F.col("prev_price"))
+    return with_previous.withColumns(
+        {
+            "ret_mean": F.avg("ret").over(trailing_returns),
+            "ret_std": F.stddev_samp("ret").over(trailing_returns),
+            "ret_n": F.count("ret").over(trailing_returns),
+            "volume_mean": F.avg("volume").over(trailing_volumes),
+            "volume_n": F.count("volume").over(trailing_volumes),
+        }
+    )
+
+
+def severity(score: Column, threshold: Column, levels: SeveritySettings) -> Column:
+    """'high', 'medium' or 'low' by how far the score exceeds its threshold."""
+    ratio = score / threshold
+    return (
+        F.when(ratio >= levels.high_ratio, "high").when(ratio >= levels.medium_ratio, "medium").otherwise("low")
+    )
+
+
+def alert_id(rule: Column, event_id: Column) -> Column:
+    """A deterministic id: the same rule firing on the same event always gets the same id."""
+    return F.sha2(F.concat_ws("|", rule, event_id), 256).substr(1, 32)
+
+
+def _alerts(candidates: DataFrame, rule: str, score: Column, threshold: float, details: Column,
+            levels: SeveritySettings) -> DataFrame:
+    threshold_col = F.lit(float(threshold))
+    return candidates.select(
+        alert_id(F.lit(rule), F.col("event_id")).alias("alert_id"),
+        "symbol",
+        "event_time",
+        "event_id",
+        F.lit(rule).alias("rule"),
+        score.alias("score"),
+        threshold_col.alias("threshold"),
+        severity(score, threshold_col, levels).alias("severity"),
+        F.to_json(details).alias("details"),
+        F.current_timestamp().alias("detected_at"),
+        F.to_date("event_time").alias("alert_date"),
+        F.col("kafka_partition").alias("source_partition"),
+        F.col("kafka_offset").alias("source_offset"),
+        F.col("kafka_timestamp").alias("source_kafka_timestamp"),
+        "batch_id",
+    )
+
+
+def price_jump_alerts(features: DataFrame, threshold: float, levels: SeveritySettings) -> DataFrame:
+    """New quotes whose price moved more than ``threshold`` from the symbol's previous price."""
+    score = F.abs(F.col("ret"))
+    hits = features.where(F.col("is_new") & F.col("prev_price").isNotNull() & (score > threshold))
+    details = F.struct(
+        F.col("prev_price").alias("previous_price"),
+        F.col("prev_event_id").alias("previous_event_id"),
+        F.col("prev_event_time").alias("previous_event_time"),
+        "price",
+        F.col("ret").alias("return"),
+        "is_late",
+    )
+    return _alerts(hits, PRICE_JUMP, score, threshold, details, levels)
+
+
+def return_zscore_alerts(features: DataFrame, threshold: float, min_periods: int,
+                         levels: SeveritySettings) -> DataFrame:
+    """New quotes whose return lies more than ``threshold`` trailing standard deviations from the mean."""
+    zscore = (F.col("ret") - F.col("ret_mean")) / F.col("ret_std")
+    score = F.abs(zscore)
+    enough_history = (F.col("ret_n") >= min_periods) & (F.col("ret_std") > 0)
+    hits = features.where(F.col("is_new") & enough_history & (score > threshold))
+    details = F.struct(
+        F.col("ret").alias("return"),
+        F.col("ret_mean").alias("mean_return"),
+        F.col("ret_std").alias("stdev_return"),
+        F.col("ret_n").alias("window_returns"),
+        zscore.alias("zscore"),
+        F.col("prev_price").alias("previous_price"),
+        "price",
+    )
+    return _alerts(hits, RETURN_ZSCORE, score, threshold, details, levels)
+
+
+def volume_spike_alerts(features: DataFrame, ratio: float, min_periods: int, min_volume: int,
+                        levels: SeveritySettings) -> DataFrame:
+    """New quotes whose volume is more than ``ratio`` times the trailing average volume."""
+    volume_ratio = F.col("volume") / F.col("volume_mean")
+    enough_history = (F.col("volume_n") >= min_periods) & (F.col("volume_mean") > 0)
+    hits = features.where(
+        F.col("is_new") & enough_history & (F.col("volume") >= min_volume) & (volume_ratio > ratio)
+    )
+    details = F.struct(
+        "volume",
+        F.col("volume_mean").alias("mean_volume"),
+        F.col("volume_n").alias("window_quotes"),
+        volume_ratio.alias("volume_ratio"),
+    )
+    return _alerts(hits, VOLUME_SPIKE, volume_ratio, ratio, details, levels)
+
+
+def detect_alerts(quotes: DataFrame, rules: RuleSettings) -> DataFrame:
+    """All enabled rules' alerts for the rows of ``quotes`` marked ``is_new`` (history rows give context)."""
+    features = with_rule_features(quotes, rules.zscore.window, rules.volume_spike.window)
+    levels = rules.severity
+    found: list[DataFrame] = []
+    if rules.price_jump.enabled:
+        found.append(price_jump_alerts(features, rules.price_jump.threshold, levels))
+    if rules.zscore.enabled:
+        found.append(
+            return_zscore_alerts(features, rules.zscore.threshold, rules.zscore.min_periods, levels)
+        )
+    if rules.volume_spike.enabled:
+        spike = rules.volume_spike
+        found.append(volume_spike_alerts(features, spike.ratio, spike.min_periods, spike.min_volume, levels))
+    if not found:
+        return quotes.sparkSession.createDataFrame([], ALERTS.schema)
+    alerts = found[0]
+    for more in found[1:]:
+        alerts = alerts.unionByName(more)
+    return alerts.select(*ALERTS.schema.fieldNames())

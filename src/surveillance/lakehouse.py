@@ -1,0 +1,180 @@
+"""The lakehouse's tables: logical names, locations, schemas and partitioning, created before first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from surveillance.config import Settings, resolve_local_path
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    partition_by: tuple[str, ...]
+    description: str
+
+
+def _fields(*fields: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(name, dtype, True) for name, dtype in fields])
+
+
+S, TS, D, L, I, DBL, B = (
+    T.StringType(),
+    T.TimestampType(),
+    T.DateType(),
+    T.LongType(),
+    T.IntegerType(),
+    T.DoubleType(),
+    T.BooleanType(),
+)
+
+BRONZE = TableSpec(
+    "bronze_quotes",
+    _fields(
+        ("key", S),
+        ("value", S),
+        ("topic", S),
+        ("partition", I),
+        ("offset", L),
+        ("kafka_timestamp", TS),
+        ("ingested_at", TS),
+        ("ingest_date", D),
+        ("batch_id", L),
+    ),
+    ("ingest_date",),
+    "Every Kafka record exactly as received; nothing filtered.",
+)
+
+SILVER = TableSpec(
+    "silver_quotes",
+    _fields(
+        ("event_id", S),
+        ("symbol", S),
+        ("event_time", TS),
+        ("price", DBL),
+        ("volume", L),
+        ("bid", DBL),
+        ("ask", DBL),
+        ("event_date", D),
+        ("is_late", B),
+        ("kafka_partition", I),
+        ("kafka_offset", L),
+        ("kafka_timestamp", TS),
+        ("ingested_at", TS),
+        ("batch_id", L),
+    ),
+    ("event_date",),
+    "Parsed, typed quotes that meet the contract, one row per event_id.",
+)
+
+QUARANTINE = TableSpec(
+    "quarantine_quotes",
+    _fields(
+        ("reason", S),
+        ("raw_value", S),
+        ("key", S),
+        ("topic", S),
+        ("kafka_partition", I),
+        ("kafka_offset", L),
+        ("kafka_timestamp", TS),
+        ("ingested_at", TS),
+        ("ingest_date", D),
+        ("batch_id", L),
+    ),
+    ("ingest_date",),
+    "Records that could not be parsed or break the quote contract, with the reason.",
+)
+
+GOLD_BARS = TableSpec(
+    "gold_bars_1m",
+    _fields(
+        ("symbol", S),
+        ("bar_start", TS),
+        ("bar_date", D),
+        ("open", DBL),
+        ("high", DBL),
+        ("low", DBL),
+        ("close", DBL),
+        ("volume", L),
+        ("vwap", DBL),
+        ("trade_count", L),
+        ("first_event_time", TS),
+        ("last_event_time", TS),
+        ("updated_at", TS),
+    ),
+    ("bar_date",),
+    "One-minute OHLCV bars per symbol by event time, with VWAP and trade count.",
+)
+
+ALERTS = TableSpec(
+    "alerts",
+    _fields(
+        ("alert_id", S),
+        ("symbol", S),
+        ("event_time", TS),
+        ("event_id", S),
+        ("rule", S),
+        ("score", DBL),
+        ("threshold", DBL),
+        ("severity", S),
+        ("details", S),
+        ("detected_at", TS),
+        ("alert_date", D),
+        ("source_partition", I),
+        ("source_offset", L),
+        ("source_kafka_timestamp", TS),
+        ("batch_id", L),
+    ),
+    ("alert_date",),
+    "Rule alerts with their evidence, keyed by a deterministic alert_id.",
+)
+
+STREAM_PROGRESS = TableSpec(
+    "stream_progress",
+    _fields(
+        ("batch_id", L),
+        ("records_in", L),
+        ("silver_rows", L),
+        ("duplicate_rows", L),
+        ("quarantine_rows", L),
+        ("late_rows", L),
+        ("alert_rows", L),
+        ("max_event_time", TS),
+        ("watermark", TS),
+        ("started_at", TS),
+        ("finished_at", TS),
+    ),
+    (),
+    "One row per micro-batch: counts per layer, event-time high-water mark and watermark.",
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec for spec in (BRONZE, SILVER, QUARANTINE, GOLD_BARS, ALERTS, STREAM_PROGRESS)
+}
+PUBLIC_TABLES = ("bronze_quotes", "silver_quotes", "quarantine_quotes", "gold_bars_1m", "alerts")
+
+
+def table_locations(settings: Settings) -> dict[str, str]:
+    """{logical name: location} for every table, honouring per-table overrides."""
+    root = resolve_local_path(settings.lakehouse.root).rstrip("/")
+    unknown = set(settings.lakehouse.tables) - set(TABLES)
+    if unknown:
+        raise ValueError(f"lakehouse.tables names unknown tables {sorted(unknown)}; known: {sorted(TABLES)}")
+    return {
+        name: resolve_local_path(settings.lakehouse.tables.get(name, f"{root}/{name}")) for name in TABLES
+    }
+
+
+def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:
+    """Create every table (empty, with its schema and partitioning) if it does not exist yet."""
+    from delta.tables import DeltaTable
+
+    for name, spec in TABLES.items():
+        builder = DeltaTable.createIfNotExists(spark).location(locations[name]).addColumns(spec.schema)
+        if spec.partition_by:
+            builder = builder.partitionedBy(*spec.partition_by)
+        builder.comment(spec.description).execute()

@@ -1,0 +1,1 @@
+"""Summaries and plotly reports over the lakehouse tables."""

@@ -1,0 +1,104 @@
+"""What the lakehouse holds after a run: counts per layer, quarantine reasons, alerts by rule and symbol."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from rich.console import Console
+from rich.table import Table
+
+from surveillance.lakehouse import PUBLIC_TABLES
+
+SEVERITY_RANK = F.when(F.col("severity") == "high", 3).when(F.col("severity") == "medium", 2).otherwise(1)
+
+
+@dataclass
+class LakehouseSummary:
+    layer_counts: dict[str, int]
+    quarantine_by_reason: dict[str, int]
+    alerts_by_rule: dict[str, int]
+    alerts_by_rule_symbol: list[dict[str, Any]]
+    top_alerts: list[dict[str, Any]] = field(default_factory=list)
+    late_rows: int = 0
+
+
+def _read(spark: SparkSession, location: str) -> DataFrame:
+    return spark.read.format("delta").load(location)
+
+
+def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> LakehouseSummary:
+    """Collect the run summary from the Delta tables."""
+    counts = {name: _read(spark, locations[name]).count() for name in PUBLIC_TABLES}
+    quarantine = _read(spark, locations["quarantine_quotes"]).groupBy("reason").count()
+    alerts = _read(spark, locations["alerts"])
+    by_rule = alerts.groupBy("rule").count()
+    by_rule_symbol = alerts.groupBy("rule", "symbol").count().orderBy("rule", "symbol")
+    top_alerts = (
+        alerts.orderBy(SEVERITY_RANK.desc(), (F.col("score") / F.col("threshold")).desc(), "alert_id")
+        .limit(top)
+        .select("rule", "symbol", "event_time", "event_id", "score", "threshold", "severity", "details")
+    )
+    late = _read(spark, locations["silver_quotes"]).where("is_late").count()
+    return LakehouseSummary(
+        layer_counts=counts,
+        quarantine_by_reason={r["reason"]: r["count"] for r in quarantine.orderBy(F.desc("count")).collect()},
+        alerts_by_rule={r["rule"]: r["count"] for r in by_rule.orderBy("rule").collect()},
+        alerts_by_rule_symbol=[r.asDict() for r in by_rule_symbol.collect()],
+        top_alerts=[r.asDict() for r in top_alerts.collect()],
+        late_rows=late,
+    )
+
+
+def print_summary(summary: LakehouseSummary, console: Console | None = None) -> None:
+    """Render the summary as terminal tables."""
+    console = console or Console()
+    layers = Table(title="Rows per table")
+    layers.add_column("table")
+    layers.add_column("rows", justify="right")
+    for name, count in summary.layer_counts.items():
+        layers.add_row(name, f"{count:,}")
+    layers.add_row("(silver rows flagged late)", f"{summary.late_rows:,}")
+    console.print(layers)
+
+    reasons = Table(title="Quarantined rows by reason")
+    reasons.add_column("reason")
+    reasons.add_column("rows", justify="right")
+    for reason, count in summary.quarantine_by_reason.items():
+        reasons.add_row(reason, str(count))
+    console.print(reasons)
+
+    symbols = sorted({row["symbol"] for row in summary.alerts_by_rule_symbol})
+    matrix = Table(title="Alerts by rule and symbol")
+    matrix.add_column("rule")
+    for symbol in symbols:
+        matrix.add_column(symbol, justify="right")
+    matrix.add_column("total", justify="right")
+    for rule, total in summary.alerts_by_rule.items():
+        cells = {row["symbol"]: row["count"] for row in summary.alerts_by_rule_symbol if row["rule"] == rule}
+        matrix.add_row(rule, *[str(cells.get(symbol, 0)) for symbol in symbols], str(total))
+    console.print(matrix)
+
+    top = Table(title="Top alerts and their evidence")
+    for column in ("severity", "rule", "symbol", "event_time", "event_id", "score", "evidence"):
+        top.add_column(column, overflow="fold")
+    for alert in summary.top_alerts:
+        evidence = json.loads(alert["details"])
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in evidence.items())
+        top.add_row(
+            alert["severity"],
+            alert["rule"],
+            alert["symbol"],
+            str(alert["event_time"]),
+            alert["event_id"],
+            f"{alert['score']:.4g} (>{alert['threshold']:.4g})",
+            shown,
+        )
+    console.print(top)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.5g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,87 @@
+"""The SparkSession: Delta and the Kafka connector on a laptop, whatever the cluster provides elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from surveillance.config import Settings
+
+SPARK_VERSION = "4.1.3"
+KAFKA_CONNECTOR = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{SPARK_VERSION}"
+# Maven Central as reachable here has no spark-token-provider-kafka for any 4.1.x release, which the
+# connector's pom names. Its 4.0.0 build is binary compatible (checked by the integration tests): we
+# exclude the missing one from Ivy's resolution and put that jar on the classpath instead.
+TOKEN_PROVIDER = "org.apache.spark:spark-token-provider-kafka-0-10_2.13"
+TOKEN_PROVIDER_VERSION = "4.0.0"
+
+
+def jar_cache() -> Path:
+    """Where jars fetched by the project live: outside the repository, so later runs reuse them."""
+    return Path(os.environ.get("SURVEIL_JAR_CACHE", Path.home() / ".cache" / "surveillance"))
+
+
+def ensure_maven_artifact(coordinates: str, dest: Path) -> Path:
+    """Download one jar (group:artifact:version) from Maven Central into ``dest`` unless present."""
+    group, artifact, version = coordinates.split(":")
+    jar = dest / f"{artifact}-{version}.jar"
+    if jar.exists():
+        return jar
+    if shutil.which("mvn") is None:
+        raise RuntimeError(f"Maven (mvn) is needed to fetch {coordinates}; install it or place {jar} by hand")
+    dest.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={coordinates}", f"-DoutputDirectory={dest}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not jar.exists():
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+        raise RuntimeError(f"could not fetch {coordinates} from Maven Central:\n{tail}")
+    return jar
+
+
+def _running_on_cluster() -> bool:
+    # Databricks and spark-submit start the JVM themselves (with their own jars / --packages); pyspark
+    # then connects to it through PYSPARK_GATEWAY_PORT instead of launching one.
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ or "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(settings: Settings, app_name: str | None = None) -> SparkSession:
+    """The active session if there is one (Databricks, spark-submit), else a local one with Delta + Kafka."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name or settings.spark.app_name)
+    spark_conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.ui.enabled": str(settings.spark.ui_enabled).lower(),
+        "spark.driver.memory": settings.spark.driver_memory,
+        # Delta's own log retention chores are not for a micro-batch's critical path.
+        "spark.databricks.delta.autoCompact.enabled": "false",
+        "spark.sql.streaming.stopGracefullyOnShutdown": "true",
+    }
+    spark_conf.update(settings.spark.conf)
+    if settings.spark.master:
+        builder = builder.master(settings.spark.master)
+    for key, value in spark_conf.items():
+        builder = builder.config(key, value)
+    if not _running_on_cluster():
+        from delta import configure_spark_with_delta_pip
+
+        token_jar = ensure_maven_artifact(
+            f"{TOKEN_PROVIDER}:{TOKEN_PROVIDER_VERSION}", jar_cache() / "spark-jars"
+        )
+        builder = builder.config("spark.jars.excludes", TOKEN_PROVIDER).config("spark.jars", str(token_jar))
+        builder = configure_spark_with_delta_pip(builder, extra_packages=[KAFKA_CONNECTOR])
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.spark.log_level)
+    return spark

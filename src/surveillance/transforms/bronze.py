@@ -1,0 +1,24 @@
+"""Bronze: Kafka records exactly as received."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+
+def to_bronze(kafka_records: DataFrame, batch_id: int, ingested_at: dt.datetime | Column | None = None) -> DataFrame:
+    """Kafka source rows -> bronze rows (key and value as text, Kafka coordinates, ingestion time)."""
+    ingested = F.current_timestamp() if ingested_at is None else ingested_at
+    if isinstance(ingested, dt.datetime):
+        ingested = F.lit(ingested).cast("timestamp")
+    return kafka_records.select(
+        F.col("key").cast("string").alias("key"),
+        F.col("value").cast("string").alias("value"),
+        F.col("topic"),
+        F.col("partition").cast("int").alias("partition"),
+        F.col("offset").cast("long").alias("offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        ingested.alias("ingested_at"),
+    ).withColumns({"ingest_date": F.to_date("ingested_at"), "batch_id": F.lit(batch_id).cast("long")})
