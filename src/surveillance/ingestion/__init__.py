@@ -1,0 +1,1 @@
+"""Ingestion: the quote contract, a synthetic quote generator and a file-to-Kafka replayer."""

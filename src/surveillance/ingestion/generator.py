@@ -1,0 +1,422 @@
+"""Synthetic, reproducible multi-symbol quotes with labelled anomalies and (optionally) dirty JSONL lines.
+
+Model, per symbol: prices follow a geometric Brownian motion in *trade time* (constant volatility per tick,
+shocks capped at 4 sigma, so ordinary ticks never look like z-score outliers); ticks arrive at irregular,
+jittered times; bid/ask sit around the price with a per-symbol spread; volume follows a U-shaped intraday
+profile with mean-one lognormal noise. Anomalies (price jumps of 6-12 %, volume spikes of 15-40x) are
+placed after each symbol's first 60 ticks and at least 80 ticks apart, so a detector's trailing window
+(50 quotes by default) never holds two of them. Every random draw comes from a stream seeded by
+``(seed, purpose, symbol)``: the same seed gives identical output, and turning on ``dirty`` or
+``inject_anomalies`` changes nothing else about the clean quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from surveillance.ingestion.contract import QUOTE_FIELDS, format_event_time, quote_to_json
+
+# A fixed default start keeps the output deterministic: 09:30 New York on a Friday (14:30 UTC in November).
+DEFAULT_START = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
+TICKERS: tuple[str, ...] = (
+    "ACME", "BOLT", "CRUX", "DYNE", "EMBR", "FLUX", "GLYF", "HALO",
+    "IRIS", "JOLT", "KYTE", "LUMO", "MYRA", "NOVX", "ORBT", "PYXS",
+    "QUIL", "RIVN", "SOLR", "TIDE", "UMBR", "VOLT", "WREN", "XENO",
+)  # fmt: skip
+VENUES: tuple[str, ...] = ("XNAS", "XNYS", "ARCX", "BATS", "IEXG")
+ANOMALY_TYPES: tuple[str, ...] = ("price_jump", "volume_spike")
+DIRTY_KINDS: tuple[str, ...] = ("malformed", "duplicate", "extra_field", "late")
+# Malformed variants: (detail, the reason silver's contract check gives it).
+MALFORMED_VARIANTS: tuple[tuple[str, str], ...] = (
+    ("truncated_json", "invalid_json"),
+    ("json_array", "not_an_object"),
+    ("empty_object", "missing_event_id"),
+    ("price_text", "price_not_number"),
+    ("price_negative", "price_not_positive"),
+    ("missing_event_id", "missing_event_id"),
+    ("bad_event_time", "bad_event_time"),
+    ("volume_negative", "volume_negative"),
+    # NaN is not JSON (RFC 8259): strict parsers, Spark's parse_json included, refuse the line.
+    ("nan_literal", "invalid_json"),
+    ("price_zero", "price_not_positive"),
+)
+BAD_EVENT_TIMES: tuple[str, ...] = ("not-a-timestamp", "2026-99-99T99:99:99.999Z")
+
+LABEL_COLUMNS = ["event_id", "symbol", "event_time", "anomaly_type", "magnitude"]
+MANIFEST_COLUMNS = ["line_no", "kind", "event_id", "expected_reason", "detail"]
+
+WARMUP_TICKS = 60  # no anomaly before a symbol's detectors have a full trailing window
+ANOMALY_GAP = 80  # ticks between two anomalies of one symbol (> the default 50-quote windows)
+JUMP_RANGE = (0.062, 0.118)  # inside 6-12 % with room for the 4-decimal rounding of prices
+SPIKE_RANGE = (15.0, 40.0)
+LATE_SHARE, DUPLICATE_SHARE, EXTRA_FIELD_SHARE, MALFORMED_SHARE = 0.003, 0.01, 0.02, 0.005
+_YEAR_SECONDS = 252 * 6.5 * 3600  # trading seconds in a year, to scale annualised volatility
+_VOLUME_NOISE = 0.45  # sigma of the lognormal volume noise
+_SHOCK_CAP = 4.0  # largest ordinary price shock, in per-tick standard deviations
+
+
+@dataclass(eq=False)
+class GeneratedQuotes:
+    """Quotes (event-time order), anomaly labels, JSONL lines in send order and the dirty-line manifest."""
+
+    quotes: pd.DataFrame
+    labels: pd.DataFrame
+    raw_lines: list[str] = field(default_factory=list)
+    manifest: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MANIFEST_COLUMNS))
+    dirty: bool = False
+
+    def summary(self) -> dict[str, int]:
+        """Counts of quotes, lines, anomalies by type and dirty lines by kind (and malformed by reason)."""
+        counts = {"quotes": len(self.quotes), "lines": len(self.raw_lines)}
+        counts["symbols"] = int(self.quotes.symbol.nunique())
+        for kind in ANOMALY_TYPES:
+            counts[kind] = int((self.labels.anomaly_type == kind).sum())
+        for kind in DIRTY_KINDS:
+            counts[kind] = int((self.manifest.kind == kind).sum())
+        malformed = self.manifest[self.manifest.kind == "malformed"]
+        for reason, count in sorted(malformed.expected_reason.value_counts().items()):
+            counts[f"malformed:{reason}"] = int(count)
+        return counts
+
+
+def _rng(seed: int, purpose: int, index: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, purpose, index])
+
+
+def _tickers(count: int) -> list[str]:
+    names = list(TICKERS[:count])
+    round_ = 2
+    while len(names) < count:  # more symbols than names: ACME2, BOLT2, ...
+        names.extend(f"{name}{round_}" for name in TICKERS[: count - len(names)])
+        round_ += 1
+    return names
+
+
+def _u_shape(fraction: np.ndarray) -> np.ndarray:
+    # Busy open and close, quiet lunch: 2.35x at the edges, 0.55x at mid-session.
+    return 0.55 + 1.8 * (2.0 * fraction - 1.0) ** 2
+
+
+def _anomaly_positions(rng: np.random.Generator, ticks: int) -> list[tuple[int, str]]:
+    """Tick indexes and types of one symbol's anomalies: past the warm-up, spaced apart, not at the end."""
+    # Between 1 and 1 + ticks/900 of each type: 1-3 each for an hour at 30 ticks a minute.
+    wanted = [kind for kind in ANOMALY_TYPES for _ in range(1 + int(rng.integers(0, 1 + ticks // 900)))]
+    candidates = rng.permutation(np.arange(WARMUP_TICKS, max(WARMUP_TICKS, ticks - 5)))
+    chosen: list[int] = []
+    for position in candidates:
+        if len(chosen) == len(wanted):
+            break
+        if all(abs(int(position) - other) >= ANOMALY_GAP for other in chosen):
+            chosen.append(int(position))
+    types = [str(kind) for kind in rng.permutation(wanted)][: len(chosen)]
+    return sorted(zip(chosen, types, strict=True))
+
+
+def _symbol_quotes(
+    seed: int, index: int, symbol: str, start_ms: int, duration_ms: int, ticks: int, inject_anomalies: bool
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    rng = _rng(seed, 1, index)
+    start_price = round(math.exp(rng.uniform(math.log(15), math.log(450))), 2)
+    annual_vol = rng.uniform(0.20, 0.80)
+    spread_bps = rng.uniform(1.5, 12.0)
+    base_volume = math.exp(rng.uniform(math.log(200), math.log(3000)))
+
+    # Irregular arrivals: sorted uniform times (a Poisson process given its count), then made strictly
+    # increasing at millisecond precision so event-time order equals tick order within the symbol.
+    offsets = np.sort(rng.integers(0, duration_ms, size=ticks))
+    steps = np.arange(ticks)
+    offsets = np.maximum.accumulate(offsets - steps) + steps
+    tick_vol = annual_vol * math.sqrt(duration_ms / 1000 / ticks / _YEAR_SECONDS)
+    # Shocks are capped at 4 sigma: a detector's 6-sigma z-score should fire on injected anomalies only.
+    shocks = np.clip(rng.standard_normal(ticks), -_SHOCK_CAP, _SHOCK_CAP)
+    log_returns = -0.5 * tick_vol**2 + tick_vol * shocks
+    log_returns[0] = 0.0
+    fraction = np.clip(offsets / duration_ms, 0.0, 1.0)
+    expected_volume = base_volume * _u_shape(fraction)
+    noise = np.exp(rng.normal(-0.5 * _VOLUME_NOISE**2, _VOLUME_NOISE, size=ticks))  # mean one
+    volume = np.maximum(1, np.rint(expected_volume * noise)).astype(np.int64)
+    spread = start_price * spread_bps / 1e4 * np.exp(rng.normal(0.0, 0.2, size=ticks))
+    bid_share = rng.uniform(0.2, 0.8, size=ticks)
+
+    anomaly_rng = _rng(seed, 2, index)
+    anomalies = _anomaly_positions(anomaly_rng, ticks) if inject_anomalies else []
+    jumps: dict[int, float] = {}
+    spikes: dict[int, float] = {}
+    for position, kind in anomalies:
+        if kind == "price_jump":
+            size = anomaly_rng.uniform(*JUMP_RANGE) * anomaly_rng.choice([-1.0, 1.0])
+            jumps[position] = size
+            log_returns[position] = math.log1p(size)  # the level stays shifted afterwards
+        else:
+            multiple = anomaly_rng.uniform(*SPIKE_RANGE)
+            spikes[position] = multiple
+            volume[position] = round(expected_volume[position] * multiple)
+
+    price = np.round(start_price * np.exp(np.cumsum(log_returns)), 4)
+    # Spread scales with the price level; the price sits strictly inside the quote.
+    spread = spread * price / start_price
+    bid = np.minimum(np.round(price - spread * bid_share, 4), price - 0.0001)
+    ask = np.maximum(np.round(price + spread * (1 - bid_share), 4), price + 0.0001)
+    frame = pd.DataFrame(
+        {
+            "event_id": [f"{symbol}-{n:08d}" for n in range(ticks)],
+            "symbol": symbol,
+            "event_time": pd.to_datetime(start_ms + offsets, unit="ms", utc=True),
+            "price": price,
+            "volume": volume,
+            "bid": np.round(bid, 4),
+            "ask": np.round(ask, 4),
+            "_seq": steps,
+        }
+    )
+    labels = []
+    for position, kind in anomalies:
+        if kind == "price_jump":
+            magnitude = round(float(price[position] / price[position - 1] - 1), 6)
+        else:
+            magnitude = round(float(volume[position] / expected_volume[position]), 2)
+        labels.append(
+            {
+                "event_id": frame.event_id[position],
+                "symbol": symbol,
+                "event_time": frame.event_time[position],
+                "anomaly_type": kind,
+                "magnitude": magnitude,
+            }
+        )
+    return frame, labels
+
+
+def generate_quotes(
+    symbols: int = 8,
+    minutes: int = 60,
+    seed: int = 7,
+    inject_anomalies: bool = False,
+    start: datetime | None = None,
+    ticks_per_minute: int = 30,
+    dirty: bool = False,
+) -> GeneratedQuotes:
+    """Deterministic quotes for ``symbols`` symbols over ``minutes`` from ``start`` (or DEFAULT_START)."""
+    if symbols < 1 or minutes < 1 or ticks_per_minute < 1:
+        raise ValueError("symbols, minutes and ticks_per_minute must all be at least 1")
+    if seed < 0:
+        raise ValueError("seed must be a non-negative integer")
+    start = start or DEFAULT_START
+    start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+    start_ms = round(start.timestamp() * 1000)
+    duration_ms = minutes * 60_000
+    ticks = minutes * ticks_per_minute
+
+    frames, label_rows = [], []
+    for index, symbol in enumerate(_tickers(symbols)):
+        frame, labels = _symbol_quotes(seed, index, symbol, start_ms, duration_ms, ticks, inject_anomalies)
+        frames.append(frame)
+        label_rows.extend(labels)
+    quotes = pd.concat(frames, ignore_index=True)
+    quotes = quotes.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
+    labels = pd.DataFrame(label_rows, columns=LABEL_COLUMNS)
+    labels = labels.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
+
+    if dirty:
+        raw_lines, manifest = _dirty_lines(quotes, labels, seed, start_ms, duration_ms)
+    else:
+        raw_lines = [quote_to_json(row) for row in _records(quotes)]
+        manifest = pd.DataFrame(columns=MANIFEST_COLUMNS)
+    return GeneratedQuotes(quotes.drop(columns="_seq"), labels, raw_lines, manifest, dirty)
+
+
+def _records(quotes: pd.DataFrame) -> list[dict[str, Any]]:
+    return quotes[list(QUOTE_FIELDS)].to_dict("records")
+
+
+def _malformed_line(detail: str, template: dict[str, Any], rng: np.random.Generator, serial: int) -> str:
+    doc = dict(template)
+    if detail == "truncated_json":
+        text = json.dumps(doc, separators=(",", ":"))
+        # Any proper prefix of a compact object is invalid JSON: the closing brace is missing.
+        return text[: int(rng.integers(len(text) // 3, len(text) - 1))]
+    if detail == "json_array":
+        return "[" + json.dumps(doc, separators=(",", ":")) + "]"
+    if detail == "empty_object":
+        return "{}"
+    if detail == "missing_event_id":
+        del doc["event_id"]
+        return json.dumps(doc, separators=(",", ":"))
+    replacements = {
+        "price_text": ("price", "abc"),
+        "price_negative": ("price", -abs(doc["price"])),
+        "price_zero": ("price", 0),
+        "bad_event_time": ("event_time", BAD_EVENT_TIMES[serial % len(BAD_EVENT_TIMES)]),
+        "volume_negative": ("volume", -5),
+        "nan_literal": ("price", float("nan")),
+    }
+    name, value = replacements[detail]
+    doc[name] = value
+    return json.dumps(doc, separators=(",", ":"))  # allow_nan=True (the default) writes the NaN literal
+
+
+class _Line(NamedTuple):
+    key: float  # position in the send order (ordinary quotes: their event-time rank)
+    order: int  # creation order, to break ties deterministically
+    line: str
+    kind: str  # "" for an ordinary quote, else one of DIRTY_KINDS
+    event_id: str | None
+    reason: str
+    detail: str
+
+
+def _dirty_lines(
+    quotes: pd.DataFrame, labels: pd.DataFrame, seed: int, start_ms: int, duration_ms: int
+) -> tuple[list[str], pd.DataFrame]:
+    """The send order with dirty lines interleaved, and one manifest row per dirty line."""
+    rng = _rng(seed, 3)
+    total = len(quotes)
+    records = _records(quotes)
+    seq = quotes["_seq"].to_numpy()
+    symbol = quotes["symbol"].to_numpy()
+    offset_ms = (quotes["event_time"].astype("int64").to_numpy() // 1_000_000) - start_ms
+
+    # Quotes near an anomaly (two ticks either side) are never moved or duplicated: the detectors must see
+    # each anomaly and its neighbours in their normal place.
+    anomaly_seq = quotes.loc[quotes.event_id.isin(labels.event_id), ["symbol", "_seq"]]
+    near = np.zeros(total, dtype=bool)
+    for sym, position in anomaly_seq.itertuples(index=False):
+        near |= (symbol == sym) & (np.abs(seq - position) <= 2)
+    is_anomaly = quotes.event_id.isin(labels.event_id).to_numpy()
+
+    # Late: from the first half of the session (far behind the send position near the end), never a
+    # symbol's first tick nor near an anomaly.
+    late_pool = np.flatnonzero((offset_ms < duration_ms // 2) & (seq > 0) & ~near)
+    late_count = min(len(late_pool), max(1, round(LATE_SHARE * total)))
+    late = set(rng.choice(late_pool, size=late_count, replace=False).tolist()) if late_count else set()
+    others = np.array([i for i in range(total) if i not in late], dtype=np.int64)
+    extra_count = min(len(others), max(1, round(EXTRA_FIELD_SHARE * total)))
+    extra = set(rng.choice(others, size=extra_count, replace=False).tolist())
+
+    # Every line gets a sort key; ordinary lines keep their event-time position.
+    items: list[_Line] = []
+
+    def add(
+        key: float, line: str, kind: str = "", event_id: str | None = None, reason: str = "", detail: str = ""
+    ) -> None:
+        items.append(_Line(key, len(items), line, kind, event_id, reason, detail))
+
+    lines: dict[int, str] = {}
+    for i, record in enumerate(records):
+        if i in extra:
+            lines[i] = quote_to_json({**record, "venue": VENUES[int(rng.integers(len(VENUES)))]})
+        else:
+            lines[i] = quote_to_json(record)
+    for i in range(total):
+        event_id = records[i]["event_id"]
+        if i in late:
+            # Moved into the last 1.5 % of the send order: they arrive long after their event time.
+            add(rng.uniform(0.985, 1.0) * total, lines[i], "late", event_id)
+        else:
+            add(float(i), lines[i], "extra_field" if i in extra else "", event_id)
+
+    dup_pool = np.array([i for i in others if not is_anomaly[i] and not near[i]], dtype=np.int64)
+    dup_count = min(len(dup_pool), max(1, round(DUPLICATE_SHARE * total)))
+    for i in sorted(rng.choice(dup_pool, size=dup_count, replace=False).tolist()):
+        # The same bytes again a little later (1-120 lines on), as a producer retry would send them.
+        add(i + int(rng.integers(1, 121)) + 0.5, lines[i], "duplicate", records[i]["event_id"])
+
+    bad_count = max(len(MALFORMED_VARIANTS), round(MALFORMED_SHARE * total))
+    variants = [MALFORMED_VARIANTS[k % len(MALFORMED_VARIANTS)] for k in range(bad_count)]
+    for serial, position in enumerate(rng.permutation(len(variants))):
+        detail, reason = variants[position]
+        key = rng.uniform(1.0, total)
+        # A plausible quote near its send position (contract-typed), under an event_id of its own.
+        template = json.loads(quote_to_json(records[min(int(key), total - 1)]))
+        template["event_id"] = f"{template['symbol']}-BAD{serial:05d}"
+        line = _malformed_line(detail, template, rng, serial)
+        add(key + 0.25, line, "malformed", _event_id_of(line), reason, detail)
+
+    items.sort(key=lambda item: (item.key, item.order))
+    raw_lines = [item.line for item in items]
+    manifest = pd.DataFrame(
+        [
+            {
+                "line_no": n,
+                "kind": it.kind,
+                "event_id": it.event_id,
+                "expected_reason": it.reason,
+                "detail": it.detail,
+            }
+            for n, it in enumerate(items)
+            if it.kind
+        ],
+        columns=MANIFEST_COLUMNS,
+    )
+    return raw_lines, manifest
+
+
+def _event_id_of(line: str) -> str | None:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    value = doc.get("event_id") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    path = Path(path)
+    return path.with_name(f"{path.stem}{suffix}")
+
+
+def labels_path(out: Path) -> Path:
+    """Where the labels of the data file ``out`` go: ``<out stem>.labels.csv`` next to it."""
+    return _sibling(out, ".labels.csv")
+
+
+def manifest_path(out: Path) -> Path:
+    """Where the dirty-line manifest of the data file ``out`` goes: ``<out stem>.manifest.csv``."""
+    return _sibling(out, ".manifest.csv")
+
+
+def _prepare(path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _with_contract_times(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["event_time"] = [format_event_time(value) for value in out["event_time"]]
+    return out
+
+
+def write_jsonl(gen: GeneratedQuotes, path: Path) -> Path:
+    """Write the JSONL lines exactly as they are to be sent (dirty lines included)."""
+    path = _prepare(path)
+    with path.open("w", encoding="utf-8", newline="\n") as handle:
+        for line in gen.raw_lines:
+            handle.write(line + "\n")
+    return path
+
+
+def write_csv(gen: GeneratedQuotes, path: Path) -> Path:
+    """Write the clean quotes (event-time order) as CSV with the contract's columns."""
+    path = _prepare(path)
+    _with_contract_times(gen.quotes[list(QUOTE_FIELDS)]).to_csv(path, index=False)
+    return path
+
+
+def write_labels(gen: GeneratedQuotes, path: Path) -> list[Path]:
+    """Write ``<stem>.labels.csv`` (and ``<stem>.manifest.csv`` when dirty) next to the data file ``path``."""
+    written = [_prepare(labels_path(path))]
+    _with_contract_times(gen.labels).to_csv(written[0], index=False)
+    if gen.dirty:
+        written.append(manifest_path(path))
+        manifest = gen.manifest.astype({"line_no": "int64"})
+        manifest.to_csv(written[1], index=False)
+    return written

@@ -1,0 +1,1 @@
+"""A real local Kafka broker (KRaft, from Maven Central jars) and small admin helpers."""
