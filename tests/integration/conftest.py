@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
@@ -72,3 +73,24 @@ def pipeline(kafka_settings: Settings, spark: SparkSession, tmp_path: Path) -> P
 def dirty_quotes() -> GeneratedQuotes:
     """The ~15,000-quote acceptance data set: anomalies plus malformed, duplicate, extra-field, late lines."""
     return generate_quotes(symbols=8, minutes=60, seed=7, inject_anomalies=True, dirty=True)
+
+
+def pandas_bars(quotes: pd.DataFrame) -> pd.DataFrame:
+    """The expected one-minute bars, computed independently with pandas."""
+    frame = quotes.assign(event_time=quotes.event_time.dt.tz_localize(None))
+    frame = frame.sort_values(["symbol", "event_time", "event_id"])
+    frame["bar_start"] = frame.event_time.dt.floor("min")
+    frame["notional"] = frame.price * frame.volume
+    grouped = frame.groupby(["symbol", "bar_start"])
+    bars = grouped.agg(
+        open=("price", "first"), high=("price", "max"), low=("price", "min"), close=("price", "last"),
+        volume=("volume", "sum"), notional=("notional", "sum"), trade_count=("price", "size"),
+    ).reset_index()
+    bars["vwap"] = np.where(bars.volume > 0, bars.notional / bars.volume.where(bars.volume > 0), np.nan)
+    return bars.drop(columns="notional").sort_values(["symbol", "bar_start"], ignore_index=True)
+
+
+@pytest.fixture(scope="session")
+def expected_bars():
+    """The independent pandas computation of one-minute bars, for comparing with gold."""
+    return pandas_bars

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from deltalake import DeltaTable
 from kafka import KafkaConsumer
@@ -17,22 +16,7 @@ from surveillance.lakehouse import PUBLIC_TABLES
 pytestmark = pytest.mark.integration
 
 
-def pandas_bars(quotes: pd.DataFrame) -> pd.DataFrame:
-    """The expected one-minute bars, computed independently with pandas."""
-    frame = quotes.assign(event_time=quotes.event_time.dt.tz_localize(None))
-    frame = frame.sort_values(["symbol", "event_time", "event_id"])
-    frame["bar_start"] = frame.event_time.dt.floor("min")
-    frame["notional"] = frame.price * frame.volume
-    grouped = frame.groupby(["symbol", "bar_start"])
-    bars = grouped.agg(
-        open=("price", "first"), high=("price", "max"), low=("price", "min"), close=("price", "last"),
-        volume=("volume", "sum"), notional=("notional", "sum"), trade_count=("price", "size"),
-    ).reset_index()
-    bars["vwap"] = np.where(bars.volume > 0, bars.notional / bars.volume.where(bars.volume > 0), np.nan)
-    return bars.drop(columns="notional").sort_values(["symbol", "bar_start"], ignore_index=True)
-
-
-def test_dirty_replay_end_to_end(pipeline, dirty_quotes: GeneratedQuotes) -> None:
+def test_dirty_replay_end_to_end(pipeline, dirty_quotes: GeneratedQuotes, expected_bars) -> None:
     sent = pipeline.send(dirty_quotes)
     assert sent == len(dirty_quotes.raw_lines)
     pipeline.run_once()
@@ -86,7 +70,7 @@ def test_dirty_replay_end_to_end(pipeline, dirty_quotes: GeneratedQuotes) -> Non
 
     # Gold bars equal an independent pandas computation over the valid quotes.
     gold = pipeline.pandas("gold_bars_1m").sort_values(["symbol", "bar_start"], ignore_index=True)
-    expected = pandas_bars(quotes)
+    expected = expected_bars(quotes)
     assert len(gold) == len(expected)
     assert (gold.symbol == expected.symbol).all() and (gold.bar_start == expected.bar_start).all()
     for column in ("open", "high", "low", "close", "vwap"):

@@ -13,7 +13,8 @@ from surveillance.detection.rules import alert_id, detect_alerts, price_jump_ale
 
 SCHEMA = (
     "event_id string, symbol string, event_time timestamp, price double, volume long, is_late boolean, "
-    "kafka_partition int, kafka_offset long, kafka_timestamp timestamp, batch_id long, is_new boolean"
+    "kafka_partition int, kafka_offset long, kafka_timestamp timestamp, stream_id string, batch_id long, "
+    "is_new boolean"
 )
 T0 = dt.datetime(2026, 11, 20, 14, 30)
 
@@ -22,7 +23,7 @@ def _quotes(spark: SparkSession, prices: list[float], volumes: list[int] | None 
             symbol: str = "ACME") -> DataFrame:
     volumes = volumes or [100] * len(prices)
     rows = [
-        (f"{symbol}-{i:04d}", symbol, T0 + dt.timedelta(seconds=2 * i), p, v, False, 0, i, T0, 1, i >= new_from)
+        (f"{symbol}-{i:04d}", symbol, T0 + dt.timedelta(seconds=2 * i), p, v, False, 0, i, T0, "s", 1, i >= new_from)
         for i, (p, v) in enumerate(zip(prices, volumes, strict=True))
     ]
     return spark.createDataFrame(rows, SCHEMA)

@@ -16,7 +16,7 @@ from surveillance.transforms.silver import (
     not_seen_before,
     to_quarantine,
     to_silver,
-    with_reject_reason,
+    parse_quotes,
 )
 
 KAFKA_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
@@ -62,16 +62,16 @@ def _kafka_rows(spark: SparkSession, values: list[str | None]):
 
 
 def _checked(spark: SparkSession, values: list[str | None]):
-    return with_reject_reason(to_bronze(_kafka_rows(spark, values), 1, T0))
+    return parse_quotes(to_bronze(_kafka_rows(spark, values), "stream-1", 1, T0))
 
 
 def test_bronze_keeps_every_record_as_received(spark: SparkSession) -> None:
     values = [GOOD, "not json", None]
-    bronze = to_bronze(_kafka_rows(spark, values), 4, T0)
+    bronze = to_bronze(_kafka_rows(spark, values), "stream-1", 4, T0)
     expected = spark.createDataFrame(
-        [(None, v, "quotes", 0, i, T0, T0, T0.date(), 4) for i, v in enumerate(values)],
+        [(None, v, "quotes", 0, i, T0, T0, T0.date(), "stream-1", 4) for i, v in enumerate(values)],
         "key string, value string, topic string, partition int, offset long, kafka_timestamp timestamp, "
-        "ingested_at timestamp, ingest_date date, batch_id long",
+        "ingested_at timestamp, ingest_date date, stream_id string, batch_id long",
     )
     assertDataFrameEqual(bronze, expected)
 

@@ -72,6 +72,7 @@ def _alerts(candidates: DataFrame, rule: str, score: Column, threshold: float, d
         F.col("kafka_partition").alias("source_partition"),
         F.col("kafka_offset").alias("source_offset"),
         F.col("kafka_timestamp").alias("source_kafka_timestamp"),
+        "stream_id",
         "batch_id",
     )
 

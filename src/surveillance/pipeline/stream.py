@@ -8,20 +8,22 @@ of *earlier* batch ids, so a batch replayed after a crash computes exactly what 
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.detection.rules import detect_alerts
-from surveillance.lakehouse import STREAM_PROGRESS, ensure_tables, table_locations
-from surveillance.sinks.delta import append_once, upsert_bars
+from surveillance.lakehouse import BRONZE, STREAM_PROGRESS, ensure_tables, table_locations
+from surveillance.sinks.delta import append_batch, batch_committed, upsert_bars
 from surveillance.sinks.kafka_alerts import publish_alerts
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.gold import bar_keys, one_minute_bars
@@ -31,7 +33,7 @@ from surveillance.transforms.silver import (
     not_seen_before,
     to_quarantine,
     to_silver,
-    with_reject_reason,
+    parse_quotes,
 )
 
 # Test hook: SURVEIL_CRASH_AT="<step>:<batch_id>" kills the process (no clean-up, like a power cut) right
@@ -53,6 +55,20 @@ class BatchStats:
     event_dates: list[dt.date]
 
 
+def batch_stats(checked: DataFrame) -> BatchStats:
+    """Counts and the event-time range of one parsed micro-batch, in a single Spark job."""
+    valid = F.col("reject_reason").isNull()
+    event_time = F.when(valid, F.col("_event_time"))
+    row = checked.agg(
+        F.count("*").alias("records"),
+        F.count_if(valid).alias("valid"),
+        F.min(event_time).alias("lo"),
+        F.max(event_time).alias("hi"),
+        F.collect_set(F.to_date(event_time)).alias("dates"),
+    ).first()
+    return BatchStats(row["records"], row["valid"], row["lo"], row["hi"], sorted(row["dates"] or []))
+
+
 class QuoteBatchWriter:
     """The foreachBatch body: ``(batch_df, batch_id) -> None``."""
 
@@ -63,84 +79,93 @@ class QuoteBatchWriter:
         self.checkpoint = resolve_local_path(settings.stream.checkpoint_dir)
         self.watermark_delay = dt.timedelta(seconds=interval_seconds(settings.stream.watermark))
         self.lookback = dt.timedelta(seconds=interval_seconds(settings.rules.history_lookback))
-        self._app_id: str | None = None
+        self._stream_id: str | None = None
+        # (batch id, event-time high-water mark after it): saves a table read per batch while running.
+        self._high_water: tuple[int, dt.datetime | None] | None = None
+        self._first_batch = True
+        # The four appends of a batch are independent: run them side by side (Delta commits are mostly
+        # driver-side waiting, so this overlaps well even on two cores).
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="delta-append")
 
-    def app_id(self) -> str:
-        """The Delta transaction app id: the query name plus the checkpoint's own query id.
+    def stream_id(self) -> str:
+        """The checkpoint's own query id: stable across restarts, new for a fresh checkpoint.
 
-        Tying it to the checkpoint means a fresh checkpoint (batch ids restarting at 0) is a new writer,
-        not one whose batches Delta would skip as already written.
+        Rows carry it with their batch id, so batch ids restarting at 0 after a checkpoint reset never
+        collide with an earlier stream's batches.
         """
-        if self._app_id is None:
+        if self._stream_id is None:
             metadata = self.spark.read.text(f"{self.checkpoint}/metadata").first()
-            query_id = json.loads(metadata[0])["id"] if metadata else "no-checkpoint"
-            self._app_id = f"{self.settings.stream.query_name}:{query_id}"
-        return self._app_id
+            self._stream_id = json.loads(metadata[0])["id"]
+        return self._stream_id
+
+    def _this_batch(self, batch_id: int) -> Column:
+        return (F.col("stream_id") == self.stream_id()) & (F.col("batch_id") == batch_id)
 
     def _table(self, name: str) -> DataFrame:
         return self.spark.read.format("delta").load(self.locations[name])
 
     def _previous_max_event_time(self, batch_id: int) -> dt.datetime | None:
-        last = (
-            self._table(STREAM_PROGRESS.name)
-            .where(F.col("batch_id") < batch_id)
-            .orderBy(F.col("batch_id").desc())
-            .select("max_event_time")
-            .first()
-        )
-        return last[0] if last else None
+        if self._high_water is not None and self._high_water[0] == batch_id - 1:
+            return self._high_water[1]
+        earlier = self._table(STREAM_PROGRESS.name).where(~self._this_batch(batch_id))
+        return earlier.agg(F.max("max_event_time")).first()[0]
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        records = records.persist()
+        bronze = to_bronze(records, self.stream_id(), batch_id, ingested_at=started_at)
+        # Parsed once and cached: every write below starts from these rows, not from Kafka or the JSON.
+        checked = parse_quotes(bronze).persist()
         try:
-            self._process(records, batch_id, started_at)
+            self._process(checked, batch_id, started_at)
         finally:
-            records.unpersist()
+            checked.unpersist()
+        self._first_batch = False
 
-    def _process(self, records: DataFrame, batch_id: int, started_at: dt.datetime) -> None:
-        app_id = self.app_id()
-        bronze = to_bronze(records, batch_id, ingested_at=started_at)
-        checked = with_reject_reason(bronze)
-        candidates = first_per_event_id(to_silver(checked))
-        stats = self._stats(records, checked)
-
+    def _process(self, checked: DataFrame, batch_id: int, started_at: dt.datetime) -> None:
+        stats = batch_stats(checked)
         previous_max = self._previous_max_event_time(batch_id)
         watermark = previous_max - self.watermark_delay if previous_max else None
         history = self._silver_history(batch_id, stats)
+        candidates = first_per_event_id(to_silver(checked))
         new_quotes = flag_late(not_seen_before(candidates, history.select("event_id")), watermark).persist()
+        alerts = None
         try:
-            new_count = new_quotes.count()
-            late_count = new_quotes.where("is_late").count() if new_count else 0
+            counts = new_quotes.agg(F.count("*").alias("rows"), F.count_if("is_late").alias("late")).first()
+            new_count, late_count = counts["rows"], counts["late"]
             context = history.withColumn("is_new", F.lit(False)).unionByName(
                 new_quotes.withColumn("is_new", F.lit(True))
             )
             alerts = detect_alerts(context, self.settings.rules).persist()
-            try:
-                alert_count = alerts.count()
-                # Alerts go out first: the lakehouse writes below are slower than a Kafka send.
-                if alert_count and not self._alerts_already_written(batch_id):
-                    publish_alerts(alerts, self.settings.kafka)
-                _crash_point("publish", batch_id)
-                append_once(bronze, self.locations["bronze_quotes"], app_id, batch_id)
-                _crash_point("bronze", batch_id)
-                append_once(to_quarantine(checked), self.locations["quarantine_quotes"], app_id, batch_id)
-                _crash_point("quarantine", batch_id)
-                append_once(new_quotes, self.locations["silver_quotes"], app_id, batch_id)
-                _crash_point("silver", batch_id)
-                append_once(alerts, self.locations["alerts"], app_id, batch_id)
-                _crash_point("alerts", batch_id)
-            finally:
-                alerts.unpersist()
+            alert_count = alerts.count()
+            # Alerts go out first: the lakehouse writes below are slower than a Kafka send.
+            already_sent = self._first_batch and self._committed("alerts", batch_id)
+            if alert_count and not already_sent:
+                publish_alerts(alerts, self.settings.kafka)
+            _crash_point("publish", batch_id)
+            bronze = checked.select(*BRONZE.schema.fieldNames())
+            appends = {
+                "bronze_quotes": bronze,
+                "quarantine_quotes": to_quarantine(checked),
+                "silver_quotes": new_quotes,
+                "alerts": alerts,
+            }
+            futures = [
+                self._pool.submit(self._append, rows, name, batch_id) for name, rows in appends.items()
+            ]
+            for future in futures:
+                future.result()
+            _crash_point("appends", batch_id)
             if new_count:
                 self._update_bars(new_quotes, stats)
             _crash_point("gold", batch_id)
         finally:
             new_quotes.unpersist()
+            if alerts is not None:
+                alerts.unpersist()
 
-        batch_max = stats.max_event_time
-        max_event_time = max((t for t in (previous_max, batch_max) if t is not None), default=None)
+        max_event_time = max((t for t in (previous_max, stats.max_event_time) if t is not None), default=None)
         progress = {
+            "stream_id": self.stream_id(),
             "batch_id": batch_id,
             "records_in": stats.records_in,
             "silver_rows": new_count,
@@ -154,19 +179,17 @@ class QuoteBatchWriter:
             "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
         }
         progress_row = self.spark.createDataFrame([progress], STREAM_PROGRESS.schema)
-        append_once(progress_row, self.locations[STREAM_PROGRESS.name], app_id, batch_id)
+        self._append(progress_row, STREAM_PROGRESS.name, batch_id)
+        self._high_water = (batch_id, max_event_time)
         _crash_point("progress", batch_id)
 
-    @staticmethod
-    def _stats(records: DataFrame, checked: DataFrame) -> BatchStats:
-        valid = to_silver(checked)
-        row = valid.agg(
-            F.count("*").alias("valid"),
-            F.min("event_time").alias("lo"),
-            F.max("event_time").alias("hi"),
-            F.collect_set("event_date").alias("dates"),
-        ).first()
-        return BatchStats(records.count(), row["valid"], row["lo"], row["hi"], sorted(row["dates"] or []))
+    def _committed(self, name: str, batch_id: int) -> bool:
+        return batch_committed(self.spark, self.locations[name], self.stream_id(), batch_id)
+
+    def _append(self, rows: DataFrame, name: str, batch_id: int) -> None:
+        # Only the first batch of a run can be a replay of a batch that was (partly) written before.
+        append_batch(rows, self.locations[name], self.stream_id(), batch_id, may_be_replay=self._first_batch)
+        _crash_point(name, batch_id)
 
     def _silver_history(self, batch_id: int, stats: BatchStats) -> DataFrame:
         """Silver rows of earlier batches that the rules and dedup of this batch may need.
@@ -183,14 +206,8 @@ class QuoteBatchWriter:
         return silver.where(
             F.col("event_date").isin(dates)
             & F.col("event_time").between(F.lit(start), F.lit(stats.max_event_time))
-            & (F.col("batch_id") < batch_id)
+            & ~self._this_batch(batch_id)
         )
-
-    def _alerts_already_written(self, batch_id: int) -> bool:
-        # publish happens before the Delta append, so alerts committed for this batch id mean an earlier
-        # attempt already published them; skip sending them twice.
-        alerts = self._table("alerts").where(F.col("batch_id") == batch_id)
-        return alerts.limit(1).count() > 0
 
     def _update_bars(self, new_quotes: DataFrame, stats: BatchStats) -> None:
         keys = bar_keys(new_quotes)
@@ -247,7 +264,8 @@ def processed_offsets(query: StreamingQuery) -> int:
         return 0
     end = progress["sources"][0].get("endOffset") or {}
     if isinstance(end, str):
-        end = json.loads(end)
+        # PySpark renders the offsets either as JSON or, when it went through a dict, as its Python repr.
+        end = ast.literal_eval(end) if end.startswith("{'") else json.loads(end)
     return sum(int(offset) for partitions in end.values() for offset in partitions.values())
 
 

@@ -6,14 +6,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from rich.console import Console
 from rich.table import Table
 
 from surveillance.lakehouse import PUBLIC_TABLES
 
-SEVERITY_RANK = F.when(F.col("severity") == "high", 3).when(F.col("severity") == "medium", 2).otherwise(1)
+
+def _severity_rank() -> Column:
+    return F.when(F.col("severity") == "high", 3).when(F.col("severity") == "medium", 2).otherwise(1)
 
 
 @dataclass
@@ -38,7 +40,7 @@ def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> 
     by_rule = alerts.groupBy("rule").count()
     by_rule_symbol = alerts.groupBy("rule", "symbol").count().orderBy("rule", "symbol")
     top_alerts = (
-        alerts.orderBy(SEVERITY_RANK.desc(), (F.col("score") / F.col("threshold")).desc(), "alert_id")
+        alerts.orderBy(_severity_rank().desc(), (F.col("score") / F.col("threshold")).desc(), "alert_id")
         .limit(top)
         .select("rule", "symbol", "event_time", "event_id", "score", "threshold", "severity", "details")
     )

@@ -8,8 +8,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 
-def to_bronze(kafka_records: DataFrame, batch_id: int, ingested_at: dt.datetime | Column | None = None) -> DataFrame:
-    """Kafka source rows -> bronze rows (key and value as text, Kafka coordinates, ingestion time)."""
+def to_bronze(
+    kafka_records: DataFrame, stream_id: str, batch_id: int, ingested_at: dt.datetime | Column | None = None
+) -> DataFrame:
+    """Kafka source rows -> bronze rows (key and value as text, Kafka coordinates, ingestion time, batch)."""
     ingested = F.current_timestamp() if ingested_at is None else ingested_at
     if isinstance(ingested, dt.datetime):
         ingested = F.lit(ingested).cast("timestamp")
@@ -21,4 +23,10 @@ def to_bronze(kafka_records: DataFrame, batch_id: int, ingested_at: dt.datetime 
         F.col("offset").cast("long").alias("offset"),
         F.col("timestamp").alias("kafka_timestamp"),
         ingested.alias("ingested_at"),
-    ).withColumns({"ingest_date": F.to_date("ingested_at"), "batch_id": F.lit(batch_id).cast("long")})
+    ).withColumns(
+        {
+            "ingest_date": F.to_date("ingested_at"),
+            "stream_id": F.lit(stream_id),
+            "batch_id": F.lit(batch_id).cast("long"),
+        }
+    )

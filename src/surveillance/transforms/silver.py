@@ -18,78 +18,76 @@ ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})
 _INTEGER_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT")
 
 
-def _field(doc: Column, name: str) -> Column:
-    return F.try_variant_get(doc, f"$.{name}", "variant")
+_TYPED_FIELDS = {
+    "event_id": "string",
+    "symbol": "string",
+    "event_time": "string",
+    "price": "double",
+    "volume": "bigint",
+    "bid": "double",
+    "ask": "double",
+}
 
 
-def _json_type(value: Column) -> Column:
-    """The JSON value's type as Spark names it ('STRING', 'BIGINT', 'DECIMAL(4,1)', 'DOUBLE', 'VOID'...)."""
-    return F.schema_of_variant(value)
+def _kind(name: str) -> Column:
+    return F.col(f"_kind_{name}")
 
 
-def _is_missing(value: Column) -> Column:
-    # An absent key gives SQL NULL, an explicit JSON null gives a VOID variant: both count as missing.
-    return value.isNull() | (_json_type(value) == "VOID")
+def _raw(name: str) -> Column:
+    return F.col(f"_raw_{name}")
 
 
-def _is_number(value: Column) -> Column:
-    kind = _json_type(value)
-    return kind.isin(*_INTEGER_TYPES, "FLOAT", "DOUBLE") | kind.startswith("DECIMAL")
+def _is_missing(name: str) -> Column:
+    # An absent key gives SQL NULL, an explicit JSON null a VOID variant: both count as missing.
+    return _kind(name).isNull() | (_kind(name) == "VOID")
 
 
-def _is_integer(value: Column) -> Column:
-    kind = _json_type(value)
-    return kind.isin(*_INTEGER_TYPES) | kind.rlike(r"^DECIMAL\(\d+,0\)$")
+def _is_number(name: str) -> Column:
+    return _kind(name).isin(*_INTEGER_TYPES, "FLOAT", "DOUBLE") | _kind(name).startswith("DECIMAL")
 
 
 def _is_finite(number: Column) -> Column:
     return ~F.isnan(number) & (F.abs(number) != F.lit(float("inf")))
 
 
-def _string_checks(doc: Column, name: str) -> list[tuple[Column, str]]:
-    value = _field(doc, name)
-    text = F.try_variant_get(doc, f"$.{name}", "string")
+def _string_checks(name: str) -> list[tuple[Column, str]]:
     return [
-        (_is_missing(value), f"missing_{name}"),
-        (_json_type(value) != "STRING", f"{name}_not_string"),
-        (F.length(F.trim(text)) == 0, f"empty_{name}"),
+        (_is_missing(name), f"missing_{name}"),
+        (_kind(name) != "STRING", f"{name}_not_string"),
+        (F.length(F.trim(_raw(name))) == 0, f"empty_{name}"),
     ]
 
 
-def _positive_number_checks(doc: Column, name: str, required: bool) -> list[tuple[Column, str]]:
-    value = _field(doc, name)
-    number = F.try_variant_get(doc, f"$.{name}", "double")
-    present = ~_is_missing(value)
+def _positive_number_checks(name: str, required: bool) -> list[tuple[Column, str]]:
+    present = ~_is_missing(name)
     checks = [(~present, f"missing_{name}")] if required else []
     return [
         *checks,
-        (present & ~_is_number(value), f"{name}_not_number"),
-        (present & ~_is_finite(number), f"{name}_not_finite"),
-        (present & (number <= 0), f"{name}_not_positive"),
+        (present & ~_is_number(name), f"{name}_not_number"),
+        (present & ~_is_finite(_raw(name)), f"{name}_not_finite"),
+        (present & (_raw(name) <= 0), f"{name}_not_positive"),
     ]
 
 
-def reject_reason(value: Column) -> Column:
-    """The first contract rule the raw JSON text breaks, or NULL when the quote is valid."""
-    doc = F.try_parse_json(value)
-    event_time = F.try_variant_get(doc, "$.event_time", "string")
-    volume = _field(doc, "volume")
+def _reject_reason() -> Column:
+    """The first contract rule a parsed record breaks, or NULL (columns from :func:`parse_quotes`)."""
+    volume_kind = _kind("volume")
     checks: list[tuple[Column, str]] = [
-        (value.isNull() | (F.length(F.trim(value)) == 0), "empty_value"),
-        (doc.isNull(), "invalid_json"),
-        (~_json_type(doc).startswith("OBJECT<"), "not_an_object"),
-        *_string_checks(doc, "event_id"),
-        *_string_checks(doc, "symbol"),
-        (_is_missing(_field(doc, "event_time")), "missing_event_time"),
-        (_json_type(_field(doc, "event_time")) != "STRING", "event_time_not_string"),
-        (~event_time.rlike(ISO_UTC) | event_time.try_cast("timestamp").isNull(), "bad_event_time"),
-        *_positive_number_checks(doc, "price", required=True),
-        (_is_missing(volume), "missing_volume"),
-        (~_is_integer(volume), "volume_not_integer"),
-        (F.try_variant_get(doc, "$.volume", "bigint").isNull(), "volume_out_of_range"),
-        (F.try_variant_get(doc, "$.volume", "bigint") < 0, "volume_negative"),
-        *_positive_number_checks(doc, "bid", required=False),
-        *_positive_number_checks(doc, "ask", required=False),
+        (F.col("value").isNull() | (F.length(F.trim("value")) == 0), "empty_value"),
+        (F.col("_doc").isNull(), "invalid_json"),
+        (~F.col("_doc_kind").startswith("OBJECT<"), "not_an_object"),
+        *_string_checks("event_id"),
+        *_string_checks("symbol"),
+        (_is_missing("event_time"), "missing_event_time"),
+        (_kind("event_time") != "STRING", "event_time_not_string"),
+        (~_raw("event_time").rlike(ISO_UTC) | F.col("_event_time").isNull(), "bad_event_time"),
+        *_positive_number_checks("price", required=True),
+        (_is_missing("volume"), "missing_volume"),
+        (~(volume_kind.isin(*_INTEGER_TYPES) | volume_kind.rlike(r"^DECIMAL\(\d+,0\)$")), "volume_not_integer"),
+        (_raw("volume").isNull(), "volume_out_of_range"),
+        (_raw("volume") < 0, "volume_negative"),
+        *_positive_number_checks("bid", required=False),
+        *_positive_number_checks("ask", required=False),
     ]
     reason = F.lit(None).cast("string")
     # Build the CASE from the last check to the first so that the first failing rule wins.
@@ -98,9 +96,20 @@ def reject_reason(value: Column) -> Column:
     return reason
 
 
-def with_reject_reason(bronze: DataFrame) -> DataFrame:
-    """Bronze rows with a ``reject_reason`` column (NULL for quotes that meet the contract)."""
-    return bronze.withColumn("reject_reason", reject_reason(F.col("value")))
+def parse_quotes(bronze: DataFrame) -> DataFrame:
+    """Bronze rows + the quote's typed fields and a ``reject_reason`` (NULL when the quote is valid).
+
+    The JSON is parsed once per row into a VARIANT; each field's JSON type and typed value are computed
+    once and the checks refer to those columns, which keeps the plan small and the work per row low.
+    """
+    doc = bronze.withColumn("_doc", F.try_parse_json("value"))
+    fields = {"_doc_kind": F.schema_of_variant("_doc")}
+    for name, spark_type in _TYPED_FIELDS.items():
+        fields[f"_kind_{name}"] = F.schema_of_variant(F.try_variant_get("_doc", f"$.{name}", "variant"))
+        fields[f"_raw_{name}"] = F.try_variant_get("_doc", f"$.{name}", spark_type)
+    typed = doc.withColumns(fields).withColumn("_event_time", _raw("event_time").try_cast("timestamp"))
+    checked = typed.withColumn("reject_reason", _reject_reason())
+    return checked.drop("_doc", "_doc_kind", *[f"_kind_{name}" for name in _TYPED_FIELDS])
 
 
 def to_quarantine(checked: DataFrame) -> DataFrame:
@@ -116,29 +125,29 @@ def to_quarantine(checked: DataFrame) -> DataFrame:
         "kafka_timestamp",
         "ingested_at",
         "ingest_date",
+        "stream_id",
         "batch_id",
     ).select(*QUARANTINE.schema.fieldNames())
 
 
 def to_silver(checked: DataFrame) -> DataFrame:
-    """Valid bronze rows -> typed quotes (is_late still unknown: see :func:`flag_late`)."""
+    """Valid parsed rows -> typed silver quotes (``is_late`` is set later by :func:`flag_late`)."""
     valid = checked.where(F.col("reject_reason").isNull())
-    doc = F.parse_json("value")
-    event_time = F.try_variant_get(doc, "$.event_time", "string").try_cast("timestamp")
     typed = valid.select(
-        F.variant_get(doc, "$.event_id", "string").alias("event_id"),
-        F.variant_get(doc, "$.symbol", "string").alias("symbol"),
-        event_time.alias("event_time"),
-        F.variant_get(doc, "$.price", "double").alias("price"),
-        F.variant_get(doc, "$.volume", "bigint").alias("volume"),
-        F.try_variant_get(doc, "$.bid", "double").alias("bid"),
-        F.try_variant_get(doc, "$.ask", "double").alias("ask"),
-        F.to_date(event_time).alias("event_date"),
+        _raw("event_id").alias("event_id"),
+        _raw("symbol").alias("symbol"),
+        F.col("_event_time").alias("event_time"),
+        _raw("price").alias("price"),
+        _raw("volume").alias("volume"),
+        _raw("bid").alias("bid"),
+        _raw("ask").alias("ask"),
+        F.to_date("_event_time").alias("event_date"),
         F.lit(None).cast("boolean").alias("is_late"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         "kafka_timestamp",
         "ingested_at",
+        "stream_id",
         "batch_id",
     )
     return typed.select(*SILVER.schema.fieldNames())
