@@ -62,21 +62,28 @@ def _rate(progress: list[dict]) -> tuple[float, int, float]:
     rows = sum(p["numInputRows"] for p in progress)
     busy_ms = [p["durationMs"].get("triggerExecution", 0) for p in progress if p["numInputRows"]]
     seconds = sum(busy_ms) / 1000
-    return (rows / seconds if seconds else 0.0), len(busy_ms), float(np.median(busy_ms) / 1000) if busy_ms else 0.0
+    return (
+        (rows / seconds if seconds else 0.0),
+        len(busy_ms),
+        float(np.median(busy_ms) / 1000) if busy_ms else 0.0,
+    )
 
 
 def _bench_settings(base: Settings, name: str) -> Settings:
-    return base.with_overrides(f"stream.checkpoint_dir={base.state_dir}/checkpoints/{name}",
-                               f"stream.query_name={name}")
+    return base.with_overrides(
+        f"stream.checkpoint_dir={base.state_dir}/checkpoints/{name}", f"stream.query_name={name}"
+    )
 
 
 def measure_raw_read(settings: Settings) -> float:
     """Events/s of Spark's Kafka source into the noop sink (availableNow over the whole topic)."""
     spark = get_spark(settings)
     query = (
-        read_quotes(spark, settings).writeStream.format("noop")
+        read_quotes(spark, settings)
+        .writeStream.format("noop")
         .option("checkpointLocation", resolve_local_path(settings.stream.checkpoint_dir))
-        .trigger(availableNow=True).start()
+        .trigger(availableNow=True)
+        .start()
     )
     wait_for(query)
     return _rate(query.recentProgress)[0]
@@ -94,16 +101,27 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     """Seconds from each triggering quote's Kafka timestamp to its alert's Kafka timestamp."""
     symbols = 10
     per_minute = max(1, int(rate * 60 / symbols))
-    quotes = generate_quotes(symbols=symbols, minutes=max(2, seconds // 60 + 1), seed=11, inject_anomalies=True,
-                             ticks_per_minute=per_minute)
+    quotes = generate_quotes(
+        symbols=symbols,
+        minutes=max(2, seconds // 60 + 1),
+        seed=11,
+        inject_anomalies=True,
+        ticks_per_minute=per_minute,
+    )
     path = write_jsonl(quotes, workdir / "latency.jsonl")
-    consumer = KafkaConsumer(settings.kafka.topics.alerts, auto_offset_reset="latest", enable_auto_commit=False,
-                             consumer_timeout_ms=1000, **settings.kafka.client_options())
+    consumer = KafkaConsumer(
+        settings.kafka.topics.alerts,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+        **settings.kafka.client_options(),
+    )
     consumer.poll(timeout_ms=1000)  # join the topic before anything is published
     spark = get_spark(settings)
     query = start_stream(spark, settings, once=False)
-    sender = threading.Thread(target=replay_file, args=(path, settings.kafka),
-                              kwargs={"rate": rate, "progress": False}, daemon=True)
+    sender = threading.Thread(
+        target=replay_file, args=(path, settings.kafka), kwargs={"rate": rate, "progress": False}, daemon=True
+    )
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
     sender.start()
@@ -122,9 +140,15 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     return latencies
 
 
-def run_bench(events: int = 200_000, latency_rate: float = 500.0, latency_seconds: int = 60,
-              out: Path = Path("reports/bench.json"), env: str | None = None, overrides: Sequence[str] = (),
-              console: Console | None = None) -> BenchResult:
+def run_bench(
+    events: int = 200_000,
+    latency_rate: float = 500.0,
+    latency_seconds: int = 60,
+    out: Path = Path("reports/bench.json"),
+    env: str | None = None,
+    overrides: Sequence[str] = (),
+    console: Console | None = None,
+) -> BenchResult:
     """Run (a), (b) and (c) on a fresh broker and lakehouse; print a table and write JSON."""
     console = console or Console(stderr=True)
     settings = load_settings(env=env, overrides=[*BENCH_OVERRIDES, *overrides])
@@ -139,26 +163,38 @@ def run_bench(events: int = 200_000, latency_rate: float = 500.0, latency_second
             minutes = max(1, events // (symbols * 30))
             console.print(f"preloading ~{events:,} quotes into {settings.kafka.topics.quotes}...")
             generated = generate_quotes(symbols=symbols, minutes=minutes, seed=5, inject_anomalies=True)
-            loaded = replay_file(write_jsonl(generated, Path(tmp) / "bench.jsonl"), settings.kafka, progress=True)
+            loaded = replay_file(
+                write_jsonl(generated, Path(tmp) / "bench.jsonl"), settings.kafka, progress=True
+            )
             console.print("(a) raw Kafka read into noop...")
-            raw = measure_raw_read(_bench_settings(settings, "bench_raw").with_overrides(
-                "stream.max_offsets_per_trigger=null"))
+            raw = measure_raw_read(
+                _bench_settings(settings, "bench_raw").with_overrides("stream.max_offsets_per_trigger=null")
+            )
             console.print("(b) full pipeline...")
             pipe_rate, batches, median_batch = measure_pipeline(_bench_settings(settings, "bench_pipeline"))
             console.print(f"(c) latency at {latency_rate:.0f} events/s for {latency_seconds}s...")
             latency_settings = _bench_settings(settings, "bench_latency").with_overrides(
-                "kafka.topics.quotes=bench_latency_quotes", "stream.trigger_interval=1 second",
-                f"lakehouse.root={settings.state_dir}/lakehouse_latency")
+                "kafka.topics.quotes=bench_latency_quotes",
+                "stream.trigger_interval=1 second",
+                f"lakehouse.root={settings.state_dir}/lakehouse_latency",
+            )
             ensure_topics(latency_settings.kafka)
             latencies = measure_latency(latency_settings, latency_rate, latency_seconds, Path(tmp))
     finally:
         broker.down()
     pct = (lambda q: float(np.percentile(latencies, q))) if latencies else (lambda q: None)
     result = BenchResult(
-        events=loaded.sent, raw_read_events_per_s=raw, pipeline_events_per_s=pipe_rate, pipeline_batches=batches,
-        pipeline_median_batch_s=median_batch, ratio_pipeline_to_raw=pipe_rate / raw if raw else 0.0,
-        latency_input_rate=latency_rate, latency_alerts=len(latencies),
-        latency_p50_s=pct(50), latency_p95_s=pct(95), latency_p99_s=pct(99),
+        events=loaded.sent,
+        raw_read_events_per_s=raw,
+        pipeline_events_per_s=pipe_rate,
+        pipeline_batches=batches,
+        pipeline_median_batch_s=median_batch,
+        ratio_pipeline_to_raw=pipe_rate / raw if raw else 0.0,
+        latency_input_rate=latency_rate,
+        latency_alerts=len(latencies),
+        latency_p50_s=pct(50),
+        latency_p95_s=pct(95),
+        latency_p99_s=pct(99),
     )
     _print(result, settings, Console())
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,13 +204,18 @@ def run_bench(events: int = 200_000, latency_rate: float = 500.0, latency_second
 
 
 def _print(result: BenchResult, settings: Settings, console: Console) -> None:
-    table = Table(title=f"Benchmark ({result.events:,} events, {settings.spark.master}, "
-                        f"maxOffsetsPerTrigger={settings.stream.max_offsets_per_trigger})")
+    table = Table(
+        title=f"Benchmark ({result.events:,} events, {settings.spark.master}, "
+        f"maxOffsetsPerTrigger={settings.stream.max_offsets_per_trigger})"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("(a) raw Kafka read -> noop", f"{result.raw_read_events_per_s:,.0f} events/s")
     table.add_row("(b) full pipeline", f"{result.pipeline_events_per_s:,.0f} events/s")
-    table.add_row("    batches / median batch time", f"{result.pipeline_batches} / {result.pipeline_median_batch_s:.2f} s")
+    table.add_row(
+        "    batches / median batch time",
+        f"{result.pipeline_batches} / {result.pipeline_median_batch_s:.2f} s",
+    )
     table.add_row("(b)/(a)", f"{result.ratio_pipeline_to_raw:.3f}")
     table.add_row("(c) input rate", f"{result.latency_input_rate:,.0f} events/s")
     table.add_row("    alerts measured", str(result.latency_alerts))

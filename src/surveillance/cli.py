@@ -51,7 +51,9 @@ def cmd_kafka(args: argparse.Namespace) -> int:
         console.print("Kafka stopped" if stopped else "Kafka was not running")
     else:
         status = broker.status()
-        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(status).items()}, indent=2))
+        print(
+            json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(status).items()}, indent=2)
+        )
         return 0 if status.running else 3
     return 0
 
@@ -124,7 +126,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     spark = get_spark(settings)
-    print_summary(summarize(spark, table_locations(settings)), Console())
+    print_summary(summarize(spark, table_locations(settings)), Console(width=max(Console().width, 150)))
     return 0
 
 
@@ -142,24 +144,46 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from surveillance.demo import run_demo
 
-    run_demo(Path(args.sample), env=args.env, overrides=args.set or [], reports=Path(args.reports),
-             keep_kafka=args.keep_kafka, console=console)
+    run_demo(
+        Path(args.sample),
+        env=args.env,
+        overrides=args.set or [],
+        reports=Path(args.reports),
+        keep_kafka=args.keep_kafka,
+        console=console,
+    )
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from surveillance.bench import run_bench
 
-    run_bench(events=args.events, latency_rate=args.rate, latency_seconds=args.latency_seconds,
-              out=Path(args.out), env=args.env, overrides=args.set or [], console=console)
+    run_bench(
+        events=args.events,
+        latency_rate=args.rate,
+        latency_seconds=args.latency_seconds,
+        out=Path(args.out),
+        env=args.env,
+        overrides=args.set or [],
+        console=console,
+    )
     return 0
 
 
 def _add_config_options(parser: argparse.ArgumentParser, default: object) -> None:
-    parser.add_argument("--env", choices=["local", "dev", "prod"], default=default,
-                        help="configuration overlay (default: $SURVEIL_ENV or local)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=default,
-                        help="override a configuration key, e.g. --set rules.price_jump.threshold=0.04")
+    parser.add_argument(
+        "--env",
+        choices=["local", "dev", "prod"],
+        default=default,
+        help="configuration overlay (default: $SURVEIL_ENV or local)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=default,
+        help="override a configuration key, e.g. --set rules.price_jump.threshold=0.04",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    setup = commands.add_parser("setup", parents=[common], help="fetch the jars (Kafka broker, Delta, connector)")
+    setup = commands.add_parser(
+        "setup", parents=[common], help="fetch the jars (Kafka broker, Delta, connector)"
+    )
     setup.set_defaults(func=cmd_setup)
 
     kafka = commands.add_parser("kafka", parents=[common], help="the local KRaft broker: up | down | status")
@@ -183,14 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--symbols", type=int, default=8)
     generate.add_argument("--minutes", type=int, default=60)
     generate.add_argument("--seed", type=int, default=7)
-    generate.add_argument("--inject-anomalies", action="store_true", help="add labelled jumps and volume spikes")
-    generate.add_argument("--dirty", action="store_true",
-                          help="add malformed lines, duplicates, extra fields and very late events")
+    generate.add_argument(
+        "--inject-anomalies", action="store_true", help="add labelled jumps and volume spikes"
+    )
+    generate.add_argument(
+        "--dirty",
+        action="store_true",
+        help="add malformed lines, duplicates, extra fields and very late events",
+    )
     generate.set_defaults(func=cmd_generate)
 
     replay = commands.add_parser("replay", parents=[common], help="send a .jsonl or .csv file to Kafka")
     replay.add_argument("--file", required=True)
-    replay.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    replay.add_argument(
+        "--rate", type=float, default=None, help="events per second (default: as fast as possible)"
+    )
     replay.add_argument("--topic", default=None, help="default: kafka.topics.quotes")
     replay.set_defaults(func=cmd_replay)
 

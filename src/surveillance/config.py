@@ -127,7 +127,8 @@ class KafkaSettings(_Strict):
         value = os.environ.get(self.sasl_jaas_config_env)
         if not value:
             raise ConfigError(
-                f"kafka.sasl_jaas_config_env names {self.sasl_jaas_config_env!r}, which is not set in the environment"
+                f"kafka.sasl_jaas_config_env names {self.sasl_jaas_config_env!r}, "
+                "which is not set in the environment"
             )
         return value
 

@@ -27,11 +27,20 @@ DEMO_OVERRIDES = (
     "kafka.bootstrap_servers=localhost:9192",
     "kafka.local_broker.port=9192",
     "kafka.local_broker.controller_port=9193",
+    # Several micro-batches rather than one, so the demo shows state carried across batches and the
+    # watermark flagging the sample's very late quotes.
+    "stream.max_offsets_per_trigger=5000",
 )
 
 
-def run_demo(sample: Path, env: str | None = None, overrides: Sequence[str] = (),
-             reports: Path = Path("reports"), keep_kafka: bool = False, console: Console | None = None) -> None:
+def run_demo(
+    sample: Path,
+    env: str | None = None,
+    overrides: Sequence[str] = (),
+    reports: Path = Path("reports"),
+    keep_kafka: bool = False,
+    console: Console | None = None,
+) -> None:
     """Run the whole pipeline once on ``sample`` and leave a summary and an HTML report."""
     console = console or Console(stderr=True)
     settings = load_settings(env=env, overrides=[*DEMO_OVERRIDES, *overrides])
@@ -48,7 +57,9 @@ def run_demo(sample: Path, env: str | None = None, overrides: Sequence[str] = ()
 
         console.rule(f"2/5 replay {sample}")
         result = replay_file(sample, settings.kafka, progress=True)
-        console.print(f"sent {result.sent:,} messages, {result.failed} failed, {result.skipped_blank} blank skipped")
+        console.print(
+            f"sent {result.sent:,} messages, {result.failed} failed, {result.skipped_blank} blank skipped"
+        )
         if result.failed:
             raise SystemExit(f"replay failed: {result.first_error}")
 
@@ -58,12 +69,14 @@ def run_demo(sample: Path, env: str | None = None, overrides: Sequence[str] = ()
         console.rule("4/5 summary")
         spark = get_spark(settings)
         locations = table_locations(settings)
-        print_summary(summarize(spark, locations), Console())
+        print_summary(summarize(spark, locations), Console(width=max(Console().width, 150)))
 
         console.rule("5/5 report")
         path = write_report(spark, locations, reports)
         console.print(f"report: {path.resolve()}")
         console.print(f"tables: {resolve_local_path(settings.lakehouse.root)}")
+        # Stop Spark before Kafka, so its cached Kafka producer does not keep calling a stopped broker.
+        spark.stop()
     finally:
         if not keep_kafka:
             broker.down()

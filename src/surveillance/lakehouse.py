@@ -22,7 +22,7 @@ def _fields(*fields: tuple[str, T.DataType]) -> T.StructType:
     return T.StructType([T.StructField(name, dtype, True) for name, dtype in fields])
 
 
-S, TS, D, L, I, DBL, B = (
+S, TS, D, L, INT, DBL, B = (
     T.StringType(),
     T.TimestampType(),
     T.DateType(),
@@ -38,7 +38,7 @@ BRONZE = TableSpec(
         ("key", S),
         ("value", S),
         ("topic", S),
-        ("partition", I),
+        ("partition", INT),
         ("offset", L),
         ("kafka_timestamp", TS),
         ("ingested_at", TS),
@@ -62,7 +62,7 @@ SILVER = TableSpec(
         ("ask", DBL),
         ("event_date", D),
         ("is_late", B),
-        ("kafka_partition", I),
+        ("kafka_partition", INT),
         ("kafka_offset", L),
         ("kafka_timestamp", TS),
         ("ingested_at", TS),
@@ -80,7 +80,7 @@ QUARANTINE = TableSpec(
         ("raw_value", S),
         ("key", S),
         ("topic", S),
-        ("kafka_partition", I),
+        ("kafka_partition", INT),
         ("kafka_offset", L),
         ("kafka_timestamp", TS),
         ("ingested_at", TS),
@@ -127,7 +127,7 @@ ALERTS = TableSpec(
         ("details", S),
         ("detected_at", TS),
         ("alert_date", D),
-        ("source_partition", I),
+        ("source_partition", INT),
         ("source_offset", L),
         ("source_kafka_timestamp", TS),
         ("stream_id", S),

@@ -27,7 +27,7 @@ def jar_cache() -> Path:
 
 def ensure_maven_artifact(coordinates: str, dest: Path) -> Path:
     """Download one jar (group:artifact:version) from Maven Central into ``dest`` unless present."""
-    group, artifact, version = coordinates.split(":")
+    _group, artifact, version = coordinates.split(":")
     jar = dest / f"{artifact}-{version}.jar"
     if jar.exists():
         return jar

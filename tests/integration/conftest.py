@@ -83,8 +83,13 @@ def pandas_bars(quotes: pd.DataFrame) -> pd.DataFrame:
     frame["notional"] = frame.price * frame.volume
     grouped = frame.groupby(["symbol", "bar_start"])
     bars = grouped.agg(
-        open=("price", "first"), high=("price", "max"), low=("price", "min"), close=("price", "last"),
-        volume=("volume", "sum"), notional=("notional", "sum"), trade_count=("price", "size"),
+        open=("price", "first"),
+        high=("price", "max"),
+        low=("price", "min"),
+        close=("price", "last"),
+        volume=("volume", "sum"),
+        notional=("notional", "sum"),
+        trade_count=("price", "size"),
     ).reset_index()
     bars["vwap"] = np.where(bars.volume > 0, bars.notional / bars.volume.where(bars.volume > 0), np.nan)
     return bars.drop(columns="notional").sort_values(["symbol", "bar_start"], ignore_index=True)

@@ -59,8 +59,12 @@ def _run_stream(settings: Settings, crash_at: str | None = None, timeout: float 
 
 
 def _alert_ids_on_topic(settings: Settings) -> list[str]:
-    consumer = KafkaConsumer(settings.kafka.topics.alerts, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000, **settings.kafka.client_options())
+    consumer = KafkaConsumer(
+        settings.kafka.topics.alerts,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        **settings.kafka.client_options(),
+    )
     ids = [json.loads(message.value)["alert_id"] for message in consumer]
     consumer.close()
     return ids
@@ -77,9 +81,10 @@ def single_partition(pipeline):
     return pipeline
 
 
-@pytest.mark.parametrize("step", ["publish", "silver_quotes", "gold"])
-def test_crash_inside_a_batch_then_restart(single_partition, dirty_quotes: GeneratedQuotes, expected_bars,
-                                           step: str) -> None:
+@pytest.mark.parametrize("step", ["silver_quotes", "gold"])
+def test_crash_inside_a_batch_then_restart(
+    single_partition, dirty_quotes: GeneratedQuotes, expected_bars, step: str
+) -> None:
     pipeline = single_partition
     jump = dirty_quotes.labels[dirty_quotes.labels.anomaly_type == "price_jump"].iloc[0]
     quotes = dirty_quotes.quotes[dirty_quotes.quotes.symbol == jump.symbol].reset_index(drop=True)
@@ -118,10 +123,14 @@ def test_crash_inside_a_batch_then_restart(single_partition, dirty_quotes: Gener
 
 
 def test_sigkill_at_any_moment_then_restart(pipeline, dirty_quotes: GeneratedQuotes, tmp_path: Path) -> None:
-    pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=2500")
+    pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=5000")
     sent = pipeline.send(dirty_quotes)
-    process = subprocess.Popen(_stream_command(pipeline.settings), stdout=subprocess.DEVNULL,
-                               stderr=(tmp_path / "first.log").open("w"), start_new_session=True)
+    process = subprocess.Popen(
+        _stream_command(pipeline.settings),
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "first.log").open("w"),
+        start_new_session=True,
+    )
     progress_log = Path(pipeline.locations["stream_progress"]) / "_delta_log"
     deadline = time.monotonic() + 300
     # Kill it once it has committed at least one batch and is busy with the next.
@@ -134,7 +143,7 @@ def test_sigkill_at_any_moment_then_restart(pipeline, dirty_quotes: GeneratedQuo
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     committed = DeltaTable(pipeline.locations["stream_progress"]).to_pandas()
-    assert 1 <= len(committed) < 6, "killed mid-run"
+    assert 1 <= len(committed) < 3, "killed mid-run"
 
     assert _run_stream(pipeline.settings) == 0
 
@@ -144,7 +153,9 @@ def test_sigkill_at_any_moment_then_restart(pipeline, dirty_quotes: GeneratedQuo
     alerts = pipeline.pandas("alerts")
     labels, manifest = dirty_quotes.labels, dirty_quotes.manifest
     assert len(bronze) == sent and not bronze.duplicated(["partition", "offset"]).any()
-    assert set(silver.event_id) == set(dirty_quotes.quotes.event_id) and not silver.event_id.duplicated().any()
+    assert (
+        set(silver.event_id) == set(dirty_quotes.quotes.event_id) and not silver.event_id.duplicated().any()
+    )
     assert len(quarantine) == int((manifest.kind == "malformed").sum())
     assert not alerts.alert_id.duplicated().any()
     assert set(alerts[alerts.rule == "price_jump"].event_id) == set(

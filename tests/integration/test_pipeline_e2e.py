@@ -44,7 +44,9 @@ def test_dirty_replay_end_to_end(pipeline, dirty_quotes: GeneratedQuotes, expect
     # Quarantine: every malformed line, with the reason it deserves; nothing else.
     malformed = manifest[manifest.kind == "malformed"]
     expected_reasons = sorted(
-        zip(malformed.line_no.map(lambda n: dirty_quotes.raw_lines[n]), malformed.expected_reason, strict=True)
+        zip(
+            malformed.line_no.map(lambda n: dirty_quotes.raw_lines[n]), malformed.expected_reason, strict=True
+        )
     )
     assert sorted(zip(quarantine.raw_value, quarantine.reason, strict=True)) == expected_reasons
     assert len(quarantine) + len(silver) + int((manifest.kind == "duplicate").sum()) == sent
@@ -79,8 +81,12 @@ def test_dirty_replay_end_to_end(pipeline, dirty_quotes: GeneratedQuotes, expect
 
     # Alerts also went to the alerts topic, once each, with the alert as JSON.
     assert count_messages(pipeline.settings.kafka, pipeline.settings.kafka.topics.alerts) == len(alerts)
-    consumer = KafkaConsumer(pipeline.settings.kafka.topics.alerts, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000, **pipeline.settings.kafka.client_options())
+    consumer = KafkaConsumer(
+        pipeline.settings.kafka.topics.alerts,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        **pipeline.settings.kafka.client_options(),
+    )
     published = {json.loads(m.value)["alert_id"] for m in consumer}
     consumer.close()
     assert published == set(alerts.alert_id)
@@ -91,7 +97,9 @@ def test_dirty_replay_end_to_end(pipeline, dirty_quotes: GeneratedQuotes, expect
         assert rows == pipeline.table(name).count(), name
 
 
-def test_resent_events_appear_once_across_batches_and_restarts(pipeline, dirty_quotes: GeneratedQuotes) -> None:
+def test_resent_events_appear_once_across_batches_and_restarts(
+    pipeline, dirty_quotes: GeneratedQuotes
+) -> None:
     clean = [line for line in dirty_quotes.raw_lines[:3000]]
     pipeline.send_lines(clean, "first.jsonl")
     pipeline.run_once()
@@ -123,7 +131,7 @@ def test_price_jump_state_carries_across_runs(pipeline, dirty_quotes: GeneratedQ
     pipeline.send_lines(lines[:position], "before.jsonl")
     pipeline.run_once()
     assert pipeline.table("alerts").where("rule = 'price_jump'").count() == 0
-    pipeline.send_lines(lines[position:position + 5], "after.jsonl")
+    pipeline.send_lines(lines[position : position + 5], "after.jsonl")
     pipeline.run_once()
     got = [r.event_id for r in pipeline.table("alerts").where("rule = 'price_jump'").collect()]
     assert got == [jump.event_id]

@@ -19,11 +19,29 @@ SCHEMA = (
 T0 = dt.datetime(2026, 11, 20, 14, 30)
 
 
-def _quotes(spark: SparkSession, prices: list[float], volumes: list[int] | None = None, new_from: int = 0,
-            symbol: str = "ACME") -> DataFrame:
+def _quotes(
+    spark: SparkSession,
+    prices: list[float],
+    volumes: list[int] | None = None,
+    new_from: int = 0,
+    symbol: str = "ACME",
+) -> DataFrame:
     volumes = volumes or [100] * len(prices)
     rows = [
-        (f"{symbol}-{i:04d}", symbol, T0 + dt.timedelta(seconds=2 * i), p, v, False, 0, i, T0, "s", 1, i >= new_from)
+        (
+            f"{symbol}-{i:04d}",
+            symbol,
+            T0 + dt.timedelta(seconds=2 * i),
+            p,
+            v,
+            False,
+            0,
+            i,
+            T0,
+            "s",
+            1,
+            i >= new_from,
+        )
         for i, (p, v) in enumerate(zip(prices, volumes, strict=True))
     ]
     return spark.createDataFrame(rows, SCHEMA)
@@ -60,7 +78,9 @@ def test_previous_price_comes_from_history_rows(spark: SparkSession) -> None:
 def test_no_price_jump_on_ordinary_ticks_or_exactly_at_threshold(spark: SparkSession) -> None:
     assert detect_alerts(_quotes(spark, _wiggle(60)), _rules()).count() == 0
     at_threshold = _quotes(spark, [100.0, 105.0])
-    assert price_jump_alerts(with_rule_features(at_threshold, 5, 5), 0.05, RuleSettings().severity).count() == 0
+    assert (
+        price_jump_alerts(with_rule_features(at_threshold, 5, 5), 0.05, RuleSettings().severity).count() == 0
+    )
 
 
 def test_out_of_order_arrival_uses_event_time_order(spark: SparkSession) -> None:
@@ -72,12 +92,16 @@ def test_out_of_order_arrival_uses_event_time_order(spark: SparkSession) -> None
 
 
 def test_symbols_do_not_share_history(spark: SparkSession) -> None:
-    quotes = _quotes(spark, [100.0, 100.1], symbol="ACME").unionByName(_quotes(spark, [50.0, 50.1], symbol="BOLT"))
+    quotes = _quotes(spark, [100.0, 100.1], symbol="ACME").unionByName(
+        _quotes(spark, [50.0, 50.1], symbol="BOLT")
+    )
     assert detect_alerts(quotes, _rules()).count() == 0
 
 
 def test_return_zscore_needs_history_and_fires_on_outlier(spark: SparkSession) -> None:
-    rules = _rules(zscore=RuleSettings().zscore.model_copy(update={"window": 20, "min_periods": 10, "threshold": 4.0}))
+    rules = _rules(
+        zscore=RuleSettings().zscore.model_copy(update={"window": 20, "min_periods": 10, "threshold": 4.0})
+    )
     prices = [*_wiggle(30), _wiggle(30)[-1] * 1.02]
     alerts = detect_alerts(_quotes(spark, prices), rules).where(F.col("rule") == "return_zscore").collect()
     assert [a.event_id for a in alerts] == ["ACME-0030"]
@@ -89,7 +113,9 @@ def test_return_zscore_needs_history_and_fires_on_outlier(spark: SparkSession) -
 
 def test_volume_spike(spark: SparkSession) -> None:
     volumes = [100] * 30 + [5000, 120]
-    alerts = detect_alerts(_quotes(spark, _wiggle(32), volumes), _rules()).where(F.col("rule") == "volume_spike")
+    alerts = detect_alerts(_quotes(spark, _wiggle(32), volumes), _rules()).where(
+        F.col("rule") == "volume_spike"
+    )
     got = alerts.collect()
     assert [a.event_id for a in got] == ["ACME-0030"]
     assert got[0].score == 50.0 and got[0].severity == "high"
@@ -106,14 +132,18 @@ def test_alert_ids_are_deterministic_and_rule_specific(spark: SparkSession) -> N
 
 def test_severity_scales_with_score_over_threshold(spark: SparkSession) -> None:
     quotes = _quotes(spark, [100.0, 106.0, 106.0, 116.6, 116.6, 151.6])
-    alerts = detect_alerts(quotes, _rules()).where(F.col("rule") == "price_jump").orderBy("event_time").collect()
+    alerts = (
+        detect_alerts(quotes, _rules()).where(F.col("rule") == "price_jump").orderBy("event_time").collect()
+    )
     assert [a.severity for a in alerts] == ["low", "medium", "high"]
 
 
 def test_disabled_rules_emit_nothing(spark: SparkSession) -> None:
-    off = RuleSettings().model_copy(update={
-        "price_jump": RuleSettings().price_jump.model_copy(update={"enabled": False}),
-        "zscore": RuleSettings().zscore.model_copy(update={"enabled": False}),
-        "volume_spike": RuleSettings().volume_spike.model_copy(update={"enabled": False}),
-    })
+    off = RuleSettings().model_copy(
+        update={
+            "price_jump": RuleSettings().price_jump.model_copy(update={"enabled": False}),
+            "zscore": RuleSettings().zscore.model_copy(update={"enabled": False}),
+            "volume_spike": RuleSettings().volume_spike.model_copy(update={"enabled": False}),
+        }
+    )
     assert detect_alerts(_quotes(spark, [100.0, 150.0]), off).count() == 0

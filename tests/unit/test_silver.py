@@ -14,19 +14,28 @@ from surveillance.transforms.silver import (
     first_per_event_id,
     flag_late,
     not_seen_before,
+    parse_quotes,
     to_quarantine,
     to_silver,
-    parse_quotes,
 )
 
 KAFKA_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 T0 = dt.datetime(2026, 11, 20, 15, 0, 0)
-GOOD = '{"event_id":"e1","symbol":"ACME","event_time":"2026-11-20T14:30:00.123Z","price":101.5,"volume":300,"bid":101.4,"ask":101.6}'
+GOOD = (
+    '{"event_id":"e1","symbol":"ACME","event_time":"2026-11-20T14:30:00.123Z","price":101.5,"volume":300,'
+    '"bid":101.4,"ask":101.6}'
+)
 
 CASES = [
     (GOOD, None),
-    ('{"event_id":"e2","symbol":"ACME","event_time":"2026-11-20T14:30:00Z","price":101,"volume":0,"venue":"XNAS"}', None),
-    ('{"event_id":"e3","symbol":"ACME","event_time":"2026-11-20T15:30:00+01:00","price":1.5,"volume":1}', None),
+    (
+        '{"event_id":"e2","symbol":"ACME","event_time":"2026-11-20T14:30:00Z","price":101,"volume":0,"venue":"XNAS"}',
+        None,
+    ),
+    (
+        '{"event_id":"e3","symbol":"ACME","event_time":"2026-11-20T15:30:00+01:00","price":1.5,"volume":1}',
+        None,
+    ),
     ("", "empty_value"),
     ("not json", "invalid_json"),
     ('{"event_id":"x","price":NaN}', "invalid_json"),
@@ -47,12 +56,30 @@ CASES = [
     ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":0}', "price_not_positive"),
     ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":-3.2}', "price_not_positive"),
     ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1}', "missing_volume"),
-    ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":2.5}', "volume_not_integer"),
-    ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":"2"}', "volume_not_integer"),
-    ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":99999999999999999999999}', "volume_out_of_range"),
-    ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":-5}', "volume_negative"),
-    ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":5,"bid":"x"}', "bid_not_number"),
-    ('{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":5,"ask":-1}', "ask_not_positive"),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":2.5}',
+        "volume_not_integer",
+    ),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":"2"}',
+        "volume_not_integer",
+    ),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":99999999999999999999999}',
+        "volume_out_of_range",
+    ),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":-5}',
+        "volume_negative",
+    ),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":5,"bid":"x"}',
+        "bid_not_number",
+    ),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":5,"ask":-1}',
+        "ask_not_positive",
+    ),
 ]
 
 
@@ -94,11 +121,22 @@ def test_reject_reasons_in_one_pass(spark: SparkSession) -> None:
 
 def test_silver_rows_are_typed_and_extra_fields_accepted(spark: SparkSession) -> None:
     checked = _checked(spark, [CASES[0][0], CASES[1][0], CASES[2][0], "garbage"])
-    silver = to_silver(checked).select("event_id", "symbol", "event_time", "price", "volume", "bid", "ask",
-                                       "event_date", "kafka_offset")
+    silver = to_silver(checked).select(
+        "event_id", "symbol", "event_time", "price", "volume", "bid", "ask", "event_date", "kafka_offset"
+    )
     expected = spark.createDataFrame(
         [
-            ("e1", "ACME", dt.datetime(2026, 11, 20, 14, 30, 0, 123000), 101.5, 300, 101.4, 101.6, dt.date(2026, 11, 20), 0),
+            (
+                "e1",
+                "ACME",
+                dt.datetime(2026, 11, 20, 14, 30, 0, 123000),
+                101.5,
+                300,
+                101.4,
+                101.6,
+                dt.date(2026, 11, 20),
+                0,
+            ),
             ("e2", "ACME", dt.datetime(2026, 11, 20, 14, 30), 101.0, 0, None, None, dt.date(2026, 11, 20), 1),
             ("e3", "ACME", dt.datetime(2026, 11, 20, 14, 30), 1.5, 1, None, None, dt.date(2026, 11, 20), 2),
         ],
@@ -110,7 +148,9 @@ def test_silver_rows_are_typed_and_extra_fields_accepted(spark: SparkSession) ->
 
 def test_quarantine_rows_keep_raw_value_coordinates_and_reason(spark: SparkSession) -> None:
     checked = _checked(spark, [GOOD, "not json", "[]"])
-    quarantine = to_quarantine(checked).select("reason", "raw_value", "kafka_partition", "kafka_offset", "batch_id")
+    quarantine = to_quarantine(checked).select(
+        "reason", "raw_value", "kafka_partition", "kafka_offset", "batch_id"
+    )
     expected = spark.createDataFrame(
         [("invalid_json", "not json", 0, 1, 1), ("not_an_object", "[]", 0, 2, 1)],
         "reason string, raw_value string, kafka_partition int, kafka_offset long, batch_id long",
@@ -122,7 +162,9 @@ def test_first_arrival_wins_per_event_id(spark: SparkSession) -> None:
     resent = GOOD.replace("101.5", "101.7")
     silver = to_silver(_checked(spark, [GOOD, GOOD, resent]))
     deduped = first_per_event_id(silver).select("event_id", "price", "kafka_offset")
-    assertDataFrameEqual(deduped, spark.createDataFrame([("e1", 101.5, 0)], "event_id string, price double, kafka_offset long"))
+    assertDataFrameEqual(
+        deduped, spark.createDataFrame([("e1", 101.5, 0)], "event_id string, price double, kafka_offset long")
+    )
 
 
 def test_not_seen_before_drops_event_ids_already_in_silver(spark: SparkSession) -> None:
@@ -134,7 +176,11 @@ def test_not_seen_before_drops_event_ids_already_in_silver(spark: SparkSession) 
 def test_flag_late_against_the_watermark(spark: SparkSession) -> None:
     silver = to_silver(_checked(spark, [CASES[0][0], CASES[2][0]]))
     none_late = flag_late(silver, None).select("event_id", "is_late")
-    assertDataFrameEqual(none_late, spark.createDataFrame([("e1", False), ("e3", False)], "event_id string, is_late boolean"))
+    assertDataFrameEqual(
+        none_late, spark.createDataFrame([("e1", False), ("e3", False)], "event_id string, is_late boolean")
+    )
     late = flag_late(silver, dt.datetime(2026, 11, 20, 14, 30, 0, 100000)).select("event_id", "is_late")
-    assertDataFrameEqual(late, spark.createDataFrame([("e1", False), ("e3", True)], "event_id string, is_late boolean"))
+    assertDataFrameEqual(
+        late, spark.createDataFrame([("e1", False), ("e3", True)], "event_id string, is_late boolean")
+    )
     assert silver.where(F.col("is_late").isNotNull()).count() == 0

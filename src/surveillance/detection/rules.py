@@ -45,7 +45,9 @@ def severity(score: Column, threshold: Column, levels: SeveritySettings) -> Colu
     """'high', 'medium' or 'low' by how far the score exceeds its threshold."""
     ratio = score / threshold
     return (
-        F.when(ratio >= levels.high_ratio, "high").when(ratio >= levels.medium_ratio, "medium").otherwise("low")
+        F.when(ratio >= levels.high_ratio, "high")
+        .when(ratio >= levels.medium_ratio, "medium")
+        .otherwise("low")
     )
 
 
@@ -54,8 +56,14 @@ def alert_id(rule: Column, event_id: Column) -> Column:
     return F.sha2(F.concat_ws("|", rule, event_id), 256).substr(1, 32)
 
 
-def _alerts(candidates: DataFrame, rule: str, score: Column, threshold: float, details: Column,
-            levels: SeveritySettings) -> DataFrame:
+def _alerts(
+    candidates: DataFrame,
+    rule: str,
+    score: Column,
+    threshold: float,
+    details: Column,
+    levels: SeveritySettings,
+) -> DataFrame:
     threshold_col = F.lit(float(threshold))
     return candidates.select(
         alert_id(F.lit(rule), F.col("event_id")).alias("alert_id"),
@@ -92,8 +100,9 @@ def price_jump_alerts(features: DataFrame, threshold: float, levels: SeveritySet
     return _alerts(hits, PRICE_JUMP, score, threshold, details, levels)
 
 
-def return_zscore_alerts(features: DataFrame, threshold: float, min_periods: int,
-                         levels: SeveritySettings) -> DataFrame:
+def return_zscore_alerts(
+    features: DataFrame, threshold: float, min_periods: int, levels: SeveritySettings
+) -> DataFrame:
     """New quotes whose return lies more than ``threshold`` trailing standard deviations from the mean."""
     zscore = (F.col("ret") - F.col("ret_mean")) / F.col("ret_std")
     score = F.abs(zscore)
@@ -111,8 +120,9 @@ def return_zscore_alerts(features: DataFrame, threshold: float, min_periods: int
     return _alerts(hits, RETURN_ZSCORE, score, threshold, details, levels)
 
 
-def volume_spike_alerts(features: DataFrame, ratio: float, min_periods: int, min_volume: int,
-                        levels: SeveritySettings) -> DataFrame:
+def volume_spike_alerts(
+    features: DataFrame, ratio: float, min_periods: int, min_volume: int, levels: SeveritySettings
+) -> DataFrame:
     """New quotes whose volume is more than ``ratio`` times the trailing average volume."""
     volume_ratio = F.col("volume") / F.col("volume_mean")
     enough_history = (F.col("volume_n") >= min_periods) & (F.col("volume_mean") > 0)
@@ -136,9 +146,7 @@ def detect_alerts(quotes: DataFrame, rules: RuleSettings) -> DataFrame:
     if rules.price_jump.enabled:
         found.append(price_jump_alerts(features, rules.price_jump.threshold, levels))
     if rules.zscore.enabled:
-        found.append(
-            return_zscore_alerts(features, rules.zscore.threshold, rules.zscore.min_periods, levels)
-        )
+        found.append(return_zscore_alerts(features, rules.zscore.threshold, rules.zscore.min_periods, levels))
     if rules.volume_spike.enabled:
         spike = rules.volume_spike
         found.append(volume_spike_alerts(features, spike.ratio, spike.min_periods, spike.min_volume, levels))

@@ -31,9 +31,9 @@ from surveillance.transforms.silver import (
     first_per_event_id,
     flag_late,
     not_seen_before,
+    parse_quotes,
     to_quarantine,
     to_silver,
-    parse_quotes,
 )
 
 # Test hook: SURVEIL_CRASH_AT="<step>:<batch_id>" kills the process (no clean-up, like a power cut) right
@@ -269,8 +269,9 @@ def processed_offsets(query: StreamingQuery) -> int:
     return sum(int(offset) for partitions in end.values() for offset in partitions.values())
 
 
-def wait_for(query: StreamingQuery, on_tick: Callable[[StreamingQuery], None] | None = None,
-             poll_s: float = 0.5) -> None:
+def wait_for(
+    query: StreamingQuery, on_tick: Callable[[StreamingQuery], None] | None = None, poll_s: float = 0.5
+) -> None:
     """Block until the query stops, calling ``on_tick`` while it runs; re-raise its failure."""
     try:
         while query.isActive:

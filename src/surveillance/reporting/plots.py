@@ -16,25 +16,51 @@ def price_with_alerts_figure(bars: pd.DataFrame, alerts: pd.DataFrame) -> go.Fig
     """One panel per symbol: 1-minute close (and high-low band) with alert markers at the alerted quote."""
     symbols = sorted(bars["symbol"].unique()) if not bars.empty else []
     fig = make_subplots(
-        rows=max(len(symbols), 1), cols=1, shared_xaxes=True, subplot_titles=symbols or ["no data"],
+        rows=max(len(symbols), 1),
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=symbols or ["no data"],
         vertical_spacing=0.02 if len(symbols) > 6 else 0.06,
     )
     for row, symbol in enumerate(symbols, start=1):
         mine = bars[bars["symbol"] == symbol].sort_values("bar_start")
         fig.add_trace(
-            go.Scatter(x=mine["bar_start"], y=mine["high"], mode="lines", line={"width": 0},
-                       showlegend=False, hoverinfo="skip"),
-            row=row, col=1,
+            go.Scatter(
+                x=mine["bar_start"],
+                y=mine["high"],
+                mode="lines",
+                line={"width": 0},
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=row,
+            col=1,
         )
         fig.add_trace(
-            go.Scatter(x=mine["bar_start"], y=mine["low"], mode="lines", line={"width": 0}, fill="tonexty",
-                       fillcolor="rgba(31,119,180,0.15)", showlegend=False, hoverinfo="skip"),
-            row=row, col=1,
+            go.Scatter(
+                x=mine["bar_start"],
+                y=mine["low"],
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor="rgba(31,119,180,0.15)",
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=row,
+            col=1,
         )
         fig.add_trace(
-            go.Scatter(x=mine["bar_start"], y=mine["close"], mode="lines", name=f"{symbol} close",
-                       line={"color": "#1f77b4", "width": 1.2}, showlegend=False),
-            row=row, col=1,
+            go.Scatter(
+                x=mine["bar_start"],
+                y=mine["close"],
+                mode="lines",
+                name=f"{symbol} close",
+                line={"color": "#1f77b4", "width": 1.2},
+                showlegend=False,
+            ),
+            row=row,
+            col=1,
         )
         for rule, marker in RULE_MARKERS.items():
             hits = alerts[(alerts["symbol"] == symbol) & (alerts["rule"] == rule)]
@@ -42,14 +68,22 @@ def price_with_alerts_figure(bars: pd.DataFrame, alerts: pd.DataFrame) -> go.Fig
                 continue
             fig.add_trace(
                 go.Scatter(
-                    x=hits["event_time"], y=hits["price"], mode="markers", name=rule, legendgroup=rule,
+                    x=hits["event_time"],
+                    y=hits["price"],
+                    mode="markers",
+                    name=rule,
+                    legendgroup=rule,
                     showlegend=row == 1 or symbol == symbols[0],
                     marker={"symbol": marker, "size": 9, "line": {"width": 1, "color": "black"}},
-                    text=hits["hover"], hoverinfo="text",
+                    text=hits["hover"],
+                    hoverinfo="text",
                 ),
-                row=row, col=1,
+                row=row,
+                col=1,
             )
-    fig.update_layout(height=max(300, 220 * len(symbols)), title="Price (1-minute close, high-low band) and alerts")
+    fig.update_layout(
+        height=max(300, 220 * len(symbols)), title="Price (1-minute close, high-low band) and alerts"
+    )
     return fig
 
 
@@ -60,15 +94,22 @@ def alert_counts_figure(alerts: pd.DataFrame) -> go.Figure:
         counts = alerts.groupby(["symbol", "rule"]).size().reset_index(name="alerts")
         for rule, part in counts.groupby("rule"):
             fig.add_trace(go.Bar(x=part["symbol"], y=part["alerts"], name=rule))
-    fig.update_layout(barmode="stack", title="Alerts by symbol and rule", xaxis_title="symbol",
-                      yaxis_title="alerts", height=420)
+    fig.update_layout(
+        barmode="stack",
+        title="Alerts by symbol and rule",
+        xaxis_title="symbol",
+        yaxis_title="alerts",
+        height=420,
+    )
     return fig
 
 
 def load_report_frames(spark: SparkSession, locations: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Gold bars and alerts (with the alerted quote's price) as pandas frames."""
-    bars = spark.read.format("delta").load(locations["gold_bars_1m"]).select(
-        "symbol", "bar_start", "high", "low", "close"
+    bars = (
+        spark.read.format("delta")
+        .load(locations["gold_bars_1m"])
+        .select("symbol", "bar_start", "high", "low", "close")
     )
     alerts = spark.read.format("delta").load(locations["alerts"])
     silver = spark.read.format("delta").load(locations["silver_quotes"]).select("event_id", "price")
@@ -77,8 +118,15 @@ def load_report_frames(spark: SparkSession, locations: dict[str, str]) -> tuple[
     )
     alerts_pd = alerts.toPandas()
     alerts_pd["hover"] = (
-        alerts_pd["rule"] + " " + alerts_pd["severity"] + "<br>" + alerts_pd["event_id"].astype(str)
-        + "<br>score " + alerts_pd["score"].round(4).astype(str) + "<br>" + alerts_pd["details"].astype(str)
+        alerts_pd["rule"]
+        + " "
+        + alerts_pd["severity"]
+        + "<br>"
+        + alerts_pd["event_id"].astype(str)
+        + "<br>score "
+        + alerts_pd["score"].round(4).astype(str)
+        + "<br>"
+        + alerts_pd["details"].astype(str)
     )
     return bars.toPandas(), alerts_pd
 

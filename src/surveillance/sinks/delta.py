@@ -22,7 +22,9 @@ from pyspark.sql import functions as F
 def batch_committed(spark: SparkSession, location: str, stream_id: str, batch_id: int) -> bool:
     """Whether rows of this micro-batch are already in the table (min/max stats prune the files)."""
     rows = spark.read.format("delta").load(location)
-    return rows.where((F.col("batch_id") == batch_id) & (F.col("stream_id") == stream_id)).limit(1).count() > 0
+    return (
+        rows.where((F.col("batch_id") == batch_id) & (F.col("stream_id") == stream_id)).limit(1).count() > 0
+    )
 
 
 def append_batch(rows: DataFrame, location: str, stream_id: str, batch_id: int, may_be_replay: bool) -> bool:

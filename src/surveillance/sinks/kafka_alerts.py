@@ -11,7 +11,9 @@ from surveillance.config import KafkaSettings
 def alerts_to_kafka_records(alerts: DataFrame) -> DataFrame:
     """Alert rows -> Kafka records: key = symbol (per-symbol order), value = the alert as JSON."""
     body = F.struct(*[F.col(name) for name in alerts.columns if name not in ("stream_id", "batch_id")])
-    headers = F.array(F.struct(F.lit("alert_id").alias("key"), F.col("alert_id").cast("binary").alias("value")))
+    headers = F.array(
+        F.struct(F.lit("alert_id").alias("key"), F.col("alert_id").cast("binary").alias("value"))
+    )
     return alerts.select(
         F.col("symbol").alias("key"), F.to_json(body).alias("value"), headers.alias("headers")
     )

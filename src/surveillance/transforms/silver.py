@@ -83,7 +83,10 @@ def _reject_reason() -> Column:
         (~_raw("event_time").rlike(ISO_UTC) | F.col("_event_time").isNull(), "bad_event_time"),
         *_positive_number_checks("price", required=True),
         (_is_missing("volume"), "missing_volume"),
-        (~(volume_kind.isin(*_INTEGER_TYPES) | volume_kind.rlike(r"^DECIMAL\(\d+,0\)$")), "volume_not_integer"),
+        (
+            ~(volume_kind.isin(*_INTEGER_TYPES) | volume_kind.rlike(r"^DECIMAL\(\d+,0\)$")),
+            "volume_not_integer",
+        ),
         (_raw("volume").isNull(), "volume_out_of_range"),
         (_raw("volume") < 0, "volume_negative"),
         *_positive_number_checks("bid", required=False),
