@@ -24,7 +24,8 @@ from kafka import KafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
-from surveillance.config import Settings, load_settings, resolve_local_path
+from surveillance.config import Settings, resolve_local_path
+from surveillance.demo import local_run_settings, wipe_run_state
 from surveillance.ingestion.generator import generate_quotes, write_jsonl
 from surveillance.ingestion.replay import replay_file
 from surveillance.kafka.admin import ensure_topics
@@ -151,10 +152,13 @@ def run_bench(
 ) -> BenchResult:
     """Run (a), (b) and (c) on a fresh broker and lakehouse; print a table and write JSON."""
     console = console or Console(stderr=True)
-    settings = load_settings(env=env, overrides=[*BENCH_OVERRIDES, *overrides])
+    settings = local_run_settings(env, BENCH_OVERRIDES, overrides)
     broker = LocalBroker(settings)
     broker.down()
-    shutil.rmtree(resolve_local_path(settings.state_dir), ignore_errors=True)
+    # Each measurement has its own checkpoint and lakehouse under the bench's state dir.
+    wipe_run_state(settings)
+    shutil.rmtree(resolve_local_path(f"{settings.state_dir}/checkpoints"), ignore_errors=True)
+    shutil.rmtree(resolve_local_path(f"{settings.state_dir}/lakehouse_latency"), ignore_errors=True)
     try:
         broker.up()
         ensure_topics(settings.kafka)

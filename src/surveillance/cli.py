@@ -15,8 +15,17 @@ from surveillance.config import ConfigError, Settings, load_settings
 console = Console(stderr=True)
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    # --set may be given before and after the command name; both lists count, in that order.
+    return [*(args.set or []), *(getattr(args, "set_after", None) or [])]
+
+
+def _env(args: argparse.Namespace) -> str | None:
+    return getattr(args, "env_after", None) or args.env
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(env=args.env, overrides=args.set or [])
+    return load_settings(env=_env(args), overrides=_overrides(args))
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -121,12 +130,12 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from surveillance.lakehouse import table_locations
-    from surveillance.reporting.summary import print_summary, summarize
+    from surveillance.reporting.summary import print_summary, summarize, wide_console
     from surveillance.spark import get_spark
 
     settings = _settings(args)
     spark = get_spark(settings)
-    print_summary(summarize(spark, table_locations(settings)), Console(width=max(Console().width, 150)))
+    print_summary(summarize(spark, table_locations(settings)), wide_console())
     return 0
 
 
@@ -146,8 +155,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(
         Path(args.sample),
-        env=args.env,
-        overrides=args.set or [],
+        env=_env(args),
+        overrides=_overrides(args),
         reports=Path(args.reports),
         keep_kafka=args.keep_kafka,
         console=console,
@@ -163,25 +172,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         latency_rate=args.rate,
         latency_seconds=args.latency_seconds,
         out=Path(args.out),
-        env=args.env,
-        overrides=args.set or [],
+        env=_env(args),
+        overrides=_overrides(args),
         console=console,
     )
     return 0
 
 
-def _add_config_options(parser: argparse.ArgumentParser, default: object) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, suffix: str = "") -> None:
     parser.add_argument(
         "--env",
         choices=["local", "dev", "prod"],
-        default=default,
+        dest=f"env{suffix}",
         help="configuration overlay (default: $SURVEIL_ENV or local)",
     )
     parser.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        default=default,
+        dest=f"set{suffix}",
         help="override a configuration key, e.g. --set rules.price_jump.threshold=0.04",
     )
 
@@ -189,10 +198,10 @@ def _add_config_options(parser: argparse.ArgumentParser, default: object) -> Non
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every ``surveil`` command."""
     parser = argparse.ArgumentParser(prog="surveil", description=__doc__)
-    _add_config_options(parser, None)
-    # The same options after the command name; SUPPRESS keeps them from resetting values given before it.
+    _add_config_options(parser)
+    # The same options after the command name, kept apart: a subparser would otherwise overwrite them.
     common = argparse.ArgumentParser(add_help=False)
-    _add_config_options(common, argparse.SUPPRESS)
+    _add_config_options(common, suffix="_after")
     commands = parser.add_subparsers(dest="command", required=True)
 
     setup = commands.add_parser(

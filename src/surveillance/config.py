@@ -33,7 +33,19 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Numbers become text where text is expected: `--set kafka.topics.quotes=2024` or an unquoted version.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+def _option_text(value: Any) -> str:
+    # Spark and Kafka options are text; YAML (and --set) parse `true` and `8` into bool and int.
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _stringify_options(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key): _option_text(item) for key, item in value.items()}
+    return value
 
 
 def interval_seconds(text: str) -> int:
@@ -59,6 +71,8 @@ class SparkSettings(_Strict):
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     conf: dict[str, str] = Field(default_factory=dict)
 
+    _text_options = field_validator("conf", mode="before")(_stringify_options)
+
 
 class TopicSettings(_Strict):
     quotes: str = "quotes"
@@ -83,6 +97,8 @@ class KafkaSettings(_Strict):
     quotes_partitions: int = Field(4, ge=1)
     alerts_partitions: int = Field(1, ge=1)
     local_broker: LocalBrokerSettings = LocalBrokerSettings()
+
+    _text_options = field_validator("options", mode="before")(_stringify_options)
 
     @field_validator("options")
     @classmethod
@@ -137,6 +153,8 @@ class LakehouseSettings(_Strict):
     root: str = ".state/lakehouse"
     # Optional per-table location overrides: {logical name: path}.
     tables: dict[str, str] = Field(default_factory=dict)
+
+    _text_options = field_validator("tables", mode="before")(_stringify_options)
 
 
 class StreamSettings(_Strict):

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from surveillance.config import load_settings, resolve_local_path
+from surveillance.config import Settings, load_settings, resolve_local_path
 from surveillance.ingestion.replay import replay_file
 from surveillance.kafka.admin import ensure_topics
 from surveillance.kafka.broker import LocalBroker
 from surveillance.lakehouse import table_locations
 from surveillance.pipeline.runner import run_stream
 from surveillance.reporting.plots import write_report
-from surveillance.reporting.summary import print_summary, summarize
+from surveillance.reporting.summary import print_summary, summarize, wide_console
 from surveillance.spark import get_spark
 
 # The demo keeps its own state and broker ports so it never collides with a `surveil kafka up` broker
@@ -33,6 +33,20 @@ DEMO_OVERRIDES = (
 )
 
 
+def local_run_settings(env: str | None, own: Sequence[str], overrides: Sequence[str]) -> Settings:
+    """Settings for a self-contained local run (demo, bench): its own broker and state."""
+    if (env or "local") != "local":
+        raise SystemExit("demo and bench start their own local broker: use --env local (the default)")
+    return load_settings(env="local", overrides=[*own, *overrides])
+
+
+def wipe_run_state(settings: Settings) -> None:
+    """Delete what a previous demo/bench run left: its broker data, tables and checkpoints, nothing else."""
+    owned = (f"{settings.state_dir}/kafka", settings.lakehouse.root, settings.stream.checkpoint_dir)
+    for path in owned:
+        shutil.rmtree(resolve_local_path(path), ignore_errors=True)
+
+
 def run_demo(
     sample: Path,
     env: str | None = None,
@@ -43,12 +57,12 @@ def run_demo(
 ) -> None:
     """Run the whole pipeline once on ``sample`` and leave a summary and an HTML report."""
     console = console or Console(stderr=True)
-    settings = load_settings(env=env, overrides=[*DEMO_OVERRIDES, *overrides])
+    settings = local_run_settings(env, DEMO_OVERRIDES, overrides)
     if not sample.exists():
         raise SystemExit(f"sample {sample} not found (run from the project root)")
     broker = LocalBroker(settings)
     broker.down()
-    shutil.rmtree(resolve_local_path(settings.state_dir), ignore_errors=True)
+    wipe_run_state(settings)
     try:
         console.rule("1/5 Kafka")
         status = broker.up()
@@ -69,7 +83,7 @@ def run_demo(
         console.rule("4/5 summary")
         spark = get_spark(settings)
         locations = table_locations(settings)
-        print_summary(summarize(spark, locations), Console(width=max(Console().width, 150)))
+        print_summary(summarize(spark, locations), wide_console())
 
         console.rule("5/5 report")
         path = write_report(spark, locations, reports)

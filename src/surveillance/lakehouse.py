@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from surveillance.config import Settings, resolve_local_path
+from surveillance.config import ConfigError, Settings, resolve_local_path
 
 
 @dataclass(frozen=True)
@@ -168,10 +168,15 @@ def table_locations(settings: Settings) -> dict[str, str]:
     root = resolve_local_path(settings.lakehouse.root).rstrip("/")
     unknown = set(settings.lakehouse.tables) - set(TABLES)
     if unknown:
-        raise ValueError(f"lakehouse.tables names unknown tables {sorted(unknown)}; known: {sorted(TABLES)}")
+        raise ConfigError(f"lakehouse.tables names unknown tables {sorted(unknown)}; known: {sorted(TABLES)}")
     return {
         name: resolve_local_path(settings.lakehouse.tables.get(name, f"{root}/{name}")) for name in TABLES
     }
+
+
+def read_table(spark: SparkSession, location: str) -> DataFrame:
+    """A Delta table as a DataFrame."""
+    return spark.read.format("delta").load(location)
 
 
 def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:

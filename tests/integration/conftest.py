@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,6 @@ def pandas_bars(quotes: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def expected_bars():
+def expected_bars() -> Callable[[pd.DataFrame], pd.DataFrame]:
     """The independent pandas computation of one-minute bars, for comparing with gold."""
     return pandas_bars

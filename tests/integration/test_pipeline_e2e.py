@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from deltalake import DeltaTable
 from kafka import KafkaConsumer
 
+from surveillance.ingestion.contract import quote_to_json
 from surveillance.ingestion.generator import GeneratedQuotes
 from surveillance.kafka.admin import count_messages
 from surveillance.lakehouse import PUBLIC_TABLES
 
+if TYPE_CHECKING:
+    from conftest import Pipeline
+
 pytestmark = pytest.mark.integration
 
 
-def test_dirty_replay_end_to_end(pipeline, dirty_quotes: GeneratedQuotes, expected_bars) -> None:
+def test_dirty_replay_end_to_end(
+    pipeline: Pipeline, dirty_quotes: GeneratedQuotes, expected_bars: Callable
+) -> None:
     sent = pipeline.send(dirty_quotes)
     assert sent == len(dirty_quotes.raw_lines)
     pipeline.run_once()
@@ -120,13 +128,11 @@ def test_resent_events_appear_once_across_batches_and_restarts(
     assert progress.duplicate_rows.sum() >= silver_before
 
 
-def test_price_jump_state_carries_across_runs(pipeline, dirty_quotes: GeneratedQuotes) -> None:
+def test_price_jump_state_carries_across_runs(pipeline: Pipeline, dirty_quotes: GeneratedQuotes) -> None:
     """The previous price of a jump is processed in one run, the jump itself in the next."""
     jump = dirty_quotes.labels[dirty_quotes.labels.anomaly_type == "price_jump"].iloc[0]
     mine = dirty_quotes.quotes[dirty_quotes.quotes.symbol == jump.symbol].reset_index(drop=True)
     position = int(mine.index[mine.event_id == jump.event_id][0])
-    from surveillance.ingestion.contract import quote_to_json
-
     lines = [quote_to_json(row) for row in mine.to_dict("records")]
     pipeline.send_lines(lines[:position], "before.jsonl")
     pipeline.run_once()
@@ -135,3 +141,27 @@ def test_price_jump_state_carries_across_runs(pipeline, dirty_quotes: GeneratedQ
     pipeline.run_once()
     got = [r.event_id for r in pipeline.table("alerts").where("rule = 'price_jump'").collect()]
     assert got == [jump.event_id]
+
+
+def test_late_quote_restates_its_bar_with_quotes_from_earlier_batches(pipeline: Pipeline) -> None:
+    def quote(event_id: str, second: int, price: float) -> str:
+        return quote_to_json(
+            {
+                "event_id": event_id,
+                "symbol": "ACME",
+                "event_time": f"2026-11-20T14:31:{second:02d}.000Z",
+                "price": price,
+                "volume": 10,
+                "bid": price - 0.01,
+                "ask": price + 0.01,
+            }
+        )
+
+    pipeline.send_lines([quote("a", 10, 100.0), quote("c", 30, 100.2)], "first.jsonl")
+    pipeline.run_once()
+    # A later batch whose newest quote (:20) is older than one already in silver (:30).
+    pipeline.send_lines([quote("b", 20, 100.1)], "late.jsonl")
+    pipeline.run_once()
+    bar = pipeline.table("gold_bars_1m").collect()
+    assert len(bar) == 1
+    assert (bar[0].trade_count, bar[0].open, bar[0].close, bar[0].high) == (3, 100.0, 100.2, 100.2)

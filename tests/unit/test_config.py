@@ -91,3 +91,26 @@ def test_interval_parsing() -> None:
     assert interval_seconds("10 minutes") == 600
     assert interval_seconds("2 seconds") == 2
     assert interval_seconds("1 hour") == 3600
+
+
+def test_overrides_of_text_fields_stay_text() -> None:
+    settings = load_settings(
+        env="local",
+        overrides=[
+            "spark.conf.spark.sql.shuffle.partitions=8",
+            "kafka.options.enable.idempotence=true",
+            "kafka.topics.quotes=2024",
+        ],
+        environ={},
+        directory=CONF,
+    )
+    assert settings.spark.conf == {"spark.sql.shuffle.partitions": "8"}
+    assert settings.kafka.options == {"enable.idempotence": "true"}
+    assert settings.kafka.topics.quotes == "2024"
+
+
+def test_set_before_and_after_the_command_both_count() -> None:
+    from surveillance.cli import _env, _overrides, build_parser
+
+    args = build_parser().parse_args(["--set", "a=1", "--env", "dev", "stream", "--set", "b=2", "--once"])
+    assert _overrides(args) == ["a=1", "b=2"] and _env(args) == "dev" and args.once

@@ -1,9 +1,13 @@
 """The streaming job: Kafka quotes -> bronze/silver/quarantine/gold/alerts Delta tables + alerts topic.
 
 One query reads the quotes topic; its foreachBatch body (:class:`QuoteBatchWriter`) runs the pure layer
-transforms and then the sinks. Every Delta write is idempotent per micro-batch (``txnAppId``/``txnVersion``
-appends, a bounded MERGE for bars), and everything a batch derives from earlier batches is read from rows
-of *earlier* batch ids, so a batch replayed after a crash computes exactly what its first attempt did.
+transforms and then the sinks. Every Delta write is idempotent per micro-batch (appends keyed by
+``stream_id``/``batch_id``, see :mod:`surveillance.sinks.delta`; a bounded MERGE for bars), and everything a
+batch derives from earlier batches is read from rows of *other* batches, so a batch replayed after a crash
+computes exactly what its first attempt did.
+
+Times crossing between Python and Spark are timezone-aware UTC datetimes (PySpark reads naive ones as the
+host's local time, while the session computes in UTC).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.detection.rules import detect_alerts
-from surveillance.lakehouse import BRONZE, STREAM_PROGRESS, ensure_tables, table_locations
+from surveillance.lakehouse import BRONZE, STREAM_PROGRESS, ensure_tables, read_table, table_locations
 from surveillance.sinks.delta import append_batch, batch_committed, upsert_bars
 from surveillance.sinks.kafka_alerts import publish_alerts
 from surveillance.transforms.bronze import to_bronze
@@ -55,6 +59,18 @@ class BatchStats:
     event_dates: list[dt.date]
 
 
+def utc_from_micros(micros: int | None) -> dt.datetime | None:
+    """An aware UTC datetime from microseconds since the epoch (Spark's ``unix_micros``)."""
+    return (
+        None if micros is None else dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
+    )
+
+
+def utc_now() -> dt.datetime:
+    """The current time as an aware UTC datetime."""
+    return dt.datetime.now(dt.UTC)
+
+
 def batch_stats(checked: DataFrame) -> BatchStats:
     """Counts and the event-time range of one parsed micro-batch, in a single Spark job."""
     valid = F.col("reject_reason").isNull()
@@ -62,11 +78,17 @@ def batch_stats(checked: DataFrame) -> BatchStats:
     row = checked.agg(
         F.count("*").alias("records"),
         F.count_if(valid).alias("valid"),
-        F.min(event_time).alias("lo"),
-        F.max(event_time).alias("hi"),
+        F.unix_micros(F.min(event_time)).alias("lo"),
+        F.unix_micros(F.max(event_time)).alias("hi"),
         F.collect_set(F.to_date(event_time)).alias("dates"),
     ).first()
-    return BatchStats(row["records"], row["valid"], row["lo"], row["hi"], sorted(row["dates"] or []))
+    return BatchStats(
+        row["records"],
+        row["valid"],
+        utc_from_micros(row["lo"]),
+        utc_from_micros(row["hi"]),
+        sorted(row["dates"] or []),
+    )
 
 
 class QuoteBatchWriter:
@@ -83,9 +105,9 @@ class QuoteBatchWriter:
         # (batch id, event-time high-water mark after it): saves a table read per batch while running.
         self._high_water: tuple[int, dt.datetime | None] | None = None
         self._first_batch = True
-        # The four appends of a batch are independent: run them side by side (Delta commits are mostly
-        # driver-side waiting, so this overlaps well even on two cores).
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="delta-append")
+        # The four appends and the bars MERGE of a batch are independent: run them side by side (Delta
+        # commits are mostly driver-side waiting, so this overlaps well even on two cores).
+        self._pool = ThreadPoolExecutor(max_workers=5, thread_name_prefix="delta-write")
 
     def stream_id(self) -> str:
         """The checkpoint's own query id: stable across restarts, new for a fresh checkpoint.
@@ -102,16 +124,16 @@ class QuoteBatchWriter:
         return (F.col("stream_id") == self.stream_id()) & (F.col("batch_id") == batch_id)
 
     def _table(self, name: str) -> DataFrame:
-        return self.spark.read.format("delta").load(self.locations[name])
+        return read_table(self.spark, self.locations[name])
 
     def _previous_max_event_time(self, batch_id: int) -> dt.datetime | None:
         if self._high_water is not None and self._high_water[0] == batch_id - 1:
             return self._high_water[1]
         earlier = self._table(STREAM_PROGRESS.name).where(~self._this_batch(batch_id))
-        return earlier.agg(F.max("max_event_time")).first()[0]
+        return utc_from_micros(earlier.agg(F.unix_micros(F.max("max_event_time"))).first()[0])
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
-        started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        started_at = utc_now()
         bronze = to_bronze(records, self.stream_id(), batch_id, ingested_at=started_at)
         # Parsed once and cached: every write below starts from these rows, not from Kafka or the JSON.
         checked = parse_quotes(bronze).persist()
@@ -125,7 +147,8 @@ class QuoteBatchWriter:
         stats = batch_stats(checked)
         previous_max = self._previous_max_event_time(batch_id)
         watermark = previous_max - self.watermark_delay if previous_max else None
-        history = self._silver_history(batch_id, stats)
+        # Read three times below (dedup, the rules' context, the bars): cache it.
+        history = self._silver_history(batch_id, stats).persist()
         candidates = first_per_event_id(to_silver(checked))
         new_quotes = flag_late(not_seen_before(candidates, history.select("event_id")), watermark).persist()
         alerts = None
@@ -138,28 +161,30 @@ class QuoteBatchWriter:
             alerts = detect_alerts(context, self.settings.rules).persist()
             alert_count = alerts.count()
             # Alerts go out first: the lakehouse writes below are slower than a Kafka send.
-            already_sent = self._first_batch and self._committed("alerts", batch_id)
+            already_sent = alert_count and self._first_batch and self._committed("alerts", batch_id)
             if alert_count and not already_sent:
                 publish_alerts(alerts, self.settings.kafka)
             _crash_point("publish", batch_id)
-            bronze = checked.select(*BRONZE.schema.fieldNames())
             appends = {
-                "bronze_quotes": bronze,
-                "quarantine_quotes": to_quarantine(checked),
-                "silver_quotes": new_quotes,
-                "alerts": alerts,
+                "bronze_quotes": (checked.select(*BRONZE.schema.fieldNames()), stats.records_in),
+                "quarantine_quotes": (to_quarantine(checked), stats.records_in - stats.valid_rows),
+                "silver_quotes": (new_quotes, new_count),
+                "alerts": (alerts, alert_count),
             }
+            # An empty append would still cost a Spark job and a Delta commit.
             futures = [
-                self._pool.submit(self._append, rows, name, batch_id) for name, rows in appends.items()
+                self._pool.submit(self._append, rows, name, batch_id)
+                for name, (rows, count) in appends.items()
+                if count
             ]
+            # Gold needs no silver write first (it reads the history it already has): run it alongside.
+            if new_count:
+                futures.append(self._pool.submit(self._update_bars, history, new_quotes, stats, batch_id))
             for future in futures:
                 future.result()
-            _crash_point("appends", batch_id)
-            if new_count:
-                self._update_bars(new_quotes, stats)
-            _crash_point("gold", batch_id)
         finally:
             new_quotes.unpersist()
+            history.unpersist()
             if alerts is not None:
                 alerts.unpersist()
 
@@ -176,7 +201,7 @@ class QuoteBatchWriter:
             "max_event_time": max_event_time,
             "watermark": max_event_time - self.watermark_delay if max_event_time else None,
             "started_at": started_at,
-            "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "finished_at": utc_now(),
         }
         progress_row = self.spark.createDataFrame([progress], STREAM_PROGRESS.schema)
         self._append(progress_row, STREAM_PROGRESS.name, batch_id)
@@ -192,37 +217,50 @@ class QuoteBatchWriter:
         _crash_point(name, batch_id)
 
     def _silver_history(self, batch_id: int, stats: BatchStats) -> DataFrame:
-        """Silver rows of earlier batches that the rules and dedup of this batch may need.
+        """Silver rows of other batches that this batch's dedup, rules and bars may need.
 
-        Bounded by event time: [earliest quote in the batch - rules.history_lookback, latest quote], with
-        the matching date partitions, so the read does not grow with the table.
+        Bounded by event time: [earliest quote in the batch - rules.history_lookback, end of the minute
+        of the latest quote], with the matching date partitions, so the read does not grow with the table.
         """
         silver = self._table("silver_quotes")
         if stats.min_event_time is None:
             return silver.where(F.lit(False))
         start = stats.min_event_time - self.lookback
-        days = (stats.max_event_time.date() - start.date()).days
-        dates = [start.date() + dt.timedelta(days=n) for n in range(days + 1)]
+        end = _end_of_minute(stats.max_event_time)
         return silver.where(
-            F.col("event_date").isin(dates)
-            & F.col("event_time").between(F.lit(start), F.lit(stats.max_event_time))
+            F.col("event_date").isin(_dates_between(start, end))
+            & (F.col("event_time") >= F.lit(start))
+            & (F.col("event_time") < F.lit(end))
             & ~self._this_batch(batch_id)
         )
 
-    def _update_bars(self, new_quotes: DataFrame, stats: BatchStats) -> None:
+    def _update_bars(
+        self, history: DataFrame, new_quotes: DataFrame, stats: BatchStats, batch_id: int
+    ) -> None:
+        """Recompute the bars of every (symbol, minute) the batch touched and MERGE them into gold.
+
+        The minute's quotes are this batch's new ones plus those of other batches, which the history
+        already holds (it reaches to the end of the last touched minute): no second read of silver.
+        """
         keys = bar_keys(new_quotes)
-        first_minute = stats.min_event_time.replace(second=0, microsecond=0)
-        silver = self._table("silver_quotes").where(
-            F.col("event_date").isin(stats.event_dates)
-            & (F.col("event_time") >= F.lit(first_minute))
-            & (F.col("event_time") <= F.lit(stats.max_event_time))
-        )
-        touched = silver.join(
+        quotes = history.select(*new_quotes.columns).unionByName(new_quotes)
+        touched = quotes.join(
             keys.hint("broadcast"),
-            (silver.symbol == keys.symbol) & (F.date_trunc("minute", silver.event_time) == keys.bar_start),
+            (quotes.symbol == keys.symbol) & (F.date_trunc("minute", quotes.event_time) == keys.bar_start),
             "left_semi",
         )
         upsert_bars(self.spark, self.locations["gold_bars_1m"], one_minute_bars(touched), stats.event_dates)
+        _crash_point("gold", batch_id)
+
+
+def _end_of_minute(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+
+
+def _dates_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    """Every UTC date from ``start`` to ``end`` inclusive (the date partitions a time range touches)."""
+    first, last = start.astimezone(dt.UTC).date(), end.astimezone(dt.UTC).date()
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def read_quotes(spark: SparkSession, settings: Settings) -> DataFrame:

@@ -9,6 +9,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from pyspark.sql import SparkSession
 
+from surveillance.lakehouse import read_table
+
 RULE_MARKERS = {"price_jump": "triangle-up", "return_zscore": "diamond", "volume_spike": "square"}
 
 
@@ -106,13 +108,9 @@ def alert_counts_figure(alerts: pd.DataFrame) -> go.Figure:
 
 def load_report_frames(spark: SparkSession, locations: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Gold bars and alerts (with the alerted quote's price) as pandas frames."""
-    bars = (
-        spark.read.format("delta")
-        .load(locations["gold_bars_1m"])
-        .select("symbol", "bar_start", "high", "low", "close")
-    )
-    alerts = spark.read.format("delta").load(locations["alerts"])
-    silver = spark.read.format("delta").load(locations["silver_quotes"]).select("event_id", "price")
+    bars = read_table(spark, locations["gold_bars_1m"]).select("symbol", "bar_start", "high", "low", "close")
+    alerts = read_table(spark, locations["alerts"])
+    silver = read_table(spark, locations["silver_quotes"]).select("event_id", "price")
     alerts = alerts.join(silver, "event_id", "left").select(
         "symbol", "rule", "event_time", "event_id", "price", "score", "severity", "details"
     )

@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from rich.console import Console
 from rich.table import Table
 
-from surveillance.lakehouse import PUBLIC_TABLES
+from surveillance.lakehouse import PUBLIC_TABLES, read_table
 
 
 def _severity_rank() -> Column:
@@ -28,15 +28,11 @@ class LakehouseSummary:
     late_rows: int = 0
 
 
-def _read(spark: SparkSession, location: str) -> DataFrame:
-    return spark.read.format("delta").load(location)
-
-
 def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> LakehouseSummary:
     """Collect the run summary from the Delta tables."""
-    counts = {name: _read(spark, locations[name]).count() for name in PUBLIC_TABLES}
-    quarantine = _read(spark, locations["quarantine_quotes"]).groupBy("reason").count()
-    alerts = _read(spark, locations["alerts"])
+    counts = {name: read_table(spark, locations[name]).count() for name in PUBLIC_TABLES}
+    quarantine = read_table(spark, locations["quarantine_quotes"]).groupBy("reason").count()
+    alerts = read_table(spark, locations["alerts"])
     by_rule = alerts.groupBy("rule").count()
     by_rule_symbol = alerts.groupBy("rule", "symbol").count().orderBy("rule", "symbol")
     top_alerts = (
@@ -44,7 +40,7 @@ def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> 
         .limit(top)
         .select("rule", "symbol", "event_time", "event_id", "score", "threshold", "severity", "details")
     )
-    late = _read(spark, locations["silver_quotes"]).where("is_late").count()
+    late = read_table(spark, locations["silver_quotes"]).where("is_late").count()
     return LakehouseSummary(
         layer_counts=counts,
         quarantine_by_reason={r["reason"]: r["count"] for r in quarantine.orderBy(F.desc("count")).collect()},
@@ -53,6 +49,11 @@ def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> 
         top_alerts=[r.asDict() for r in top_alerts.collect()],
         late_rows=late,
     )
+
+
+def wide_console() -> Console:
+    """A console at least 150 columns wide, so the evidence tables stay legible in logs and pipes."""
+    return Console(width=max(Console().width, 150))
 
 
 def print_summary(summary: LakehouseSummary, console: Console | None = None) -> None:

@@ -18,10 +18,12 @@ from datetime import date
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from surveillance.lakehouse import read_table
+
 
 def batch_committed(spark: SparkSession, location: str, stream_id: str, batch_id: int) -> bool:
     """Whether rows of this micro-batch are already in the table (min/max stats prune the files)."""
-    rows = spark.read.format("delta").load(location)
+    rows = read_table(spark, location)
     return (
         rows.where((F.col("batch_id") == batch_id) & (F.col("stream_id") == stream_id)).limit(1).count() > 0
     )
@@ -38,7 +40,10 @@ def append_batch(rows: DataFrame, location: str, stream_id: str, batch_id: int, 
 def date_list_sql(dates: Iterable[date]) -> str:
     """A SQL IN-list of DATE literals (for partition pruning in MERGE conditions)."""
     literals = sorted({f"DATE'{day.isoformat()}'" for day in dates})
-    return ", ".join(literals) if literals else "NULL"
+    if not literals:
+        # IN (NULL) would match nothing and turn the MERGE into blind inserts (duplicate bars).
+        raise ValueError("a MERGE needs at least one date partition")
+    return ", ".join(literals)
 
 
 def upsert_bars(spark: SparkSession, location: str, bars: DataFrame, bar_dates: Iterable[date]) -> None:
