@@ -89,7 +89,7 @@ def single_partition(pipeline: Pipeline) -> Pipeline:
 # Each run dies at a later step of the same micro-batch, so every restart replays a batch that is written
 # a little further than before: nothing, then published alerts, then some appends, ..., then all but the
 # progress row. The last run finishes.
-CRASH_SEQUENCE = ("publish", "quarantine_quotes", "silver_quotes", "alerts", "gold", "progress")
+CRASH_SEQUENCE = ("publish", "bronze_quotes", "silver_quotes", "alerts", "gold", "progress")
 
 
 def test_crash_at_every_step_of_a_batch_then_restart(
