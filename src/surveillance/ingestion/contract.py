@@ -105,6 +105,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A key given twice is ambiguous; Spark's parse_json refuses such a document, and so do we.
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+    return doc
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -139,7 +147,7 @@ def check_quote_line(line: str | bytes) -> str | None:
     if not text.strip():
         return "empty_value"
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):
         return "invalid_json"
     if not isinstance(doc, dict):
