@@ -40,7 +40,7 @@ class Pipeline:
 
     def send_lines(self, lines: list[str], name: str = "lines.jsonl") -> int:
         path = self.workdir / name
-        path.write_text("".join(f"{line}\n" for line in lines))
+        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         result = replay_file(path, self.settings.kafka, progress=False)
         assert result.failed == 0, result.first_error
         return result.sent
@@ -55,19 +55,29 @@ class Pipeline:
         return self.table(name).toPandas()
 
 
+@pytest.fixture(scope="session")
+def new_pipeline(kafka_settings: Settings, spark: SparkSession) -> Callable[[Path], Pipeline]:
+    """Make a pipeline on its own topics (4 quote partitions), tables and checkpoint under a folder."""
+
+    def make(workdir: Path) -> Pipeline:
+        suffix = uuid.uuid4().hex[:8]
+        settings = kafka_settings.with_overrides(
+            f"lakehouse.root={workdir}/lakehouse",
+            f"stream.checkpoint_dir={workdir}/checkpoint",
+            f"kafka.topics.quotes=quotes_{suffix}",
+            f"kafka.topics.alerts=alerts_{suffix}",
+            "stream.max_offsets_per_trigger=4000",
+        )
+        ensure_topics(settings.kafka)
+        return Pipeline(settings, spark, workdir)
+
+    return make
+
+
 @pytest.fixture
-def pipeline(kafka_settings: Settings, spark: SparkSession, tmp_path: Path) -> Pipeline:
-    """A pipeline on its own topics (4 quote partitions), tables and checkpoint."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = kafka_settings.with_overrides(
-        f"lakehouse.root={tmp_path}/lakehouse",
-        f"stream.checkpoint_dir={tmp_path}/checkpoint",
-        f"kafka.topics.quotes=quotes_{suffix}",
-        f"kafka.topics.alerts=alerts_{suffix}",
-        "stream.max_offsets_per_trigger=4000",
-    )
-    ensure_topics(settings.kafka)
-    return Pipeline(settings, spark, tmp_path)
+def pipeline(new_pipeline: Callable[[Path], Pipeline], tmp_path: Path) -> Pipeline:
+    """A fresh, isolated pipeline for one test."""
+    return new_pipeline(tmp_path)
 
 
 @pytest.fixture(scope="session")

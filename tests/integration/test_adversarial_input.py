@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 import tempfile
-import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyspark.sql import SparkSession
 
-from surveillance.config import Settings
 from surveillance.ingestion.contract import check_quote_line
-from surveillance.ingestion.replay import replay_file
-from surveillance.kafka.admin import ensure_topics
-from surveillance.lakehouse import read_table, table_locations
-from surveillance.pipeline.stream import start_stream, wait_for
+
+if TYPE_CHECKING:
+    from conftest import Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -98,33 +96,18 @@ def messages(draw: st.DrawFn) -> str:
 )
 @given(batch=st.lists(messages(), min_size=500, max_size=900))
 def test_adversarial_messages_are_kept_or_quarantined(
-    kafka_settings: Settings, spark: SparkSession, batch: list[str]
+    new_pipeline: Callable[[Path], Pipeline], batch: list[str]
 ) -> None:
     # A fixed valid quote and a fixed reject in every example, so no example is all-valid or all-junk.
     anchors = [json.dumps({"event_id": "anchor", **VALID}), '{"event_id": "bad", "price": NaN}']
     lines = [line for line in [*anchors, *batch] if line.strip()]  # replay skips blank lines by design
     with tempfile.TemporaryDirectory() as tmp:
-        suffix = uuid.uuid4().hex[:8]
-        pipeline_settings = kafka_settings.with_overrides(
-            f"lakehouse.root={tmp}/lakehouse",
-            f"stream.checkpoint_dir={tmp}/checkpoint",
-            f"kafka.topics.quotes=adv_{suffix}",
-            f"kafka.topics.alerts=adv_alerts_{suffix}",
-        )
-        ensure_topics(pipeline_settings.kafka)
-        path = Path(tmp) / "adversarial.jsonl"
-        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-        sent = replay_file(path, pipeline_settings.kafka, progress=False)
-        assert sent.failed == 0 and sent.sent == len(lines)
-
-        query = start_stream(spark, pipeline_settings, once=True)
-        wait_for(query)
-        assert query.exception() is None
-
-        locations = table_locations(pipeline_settings)
-        bronze = read_table(spark, locations["bronze_quotes"]).toPandas()
-        silver = read_table(spark, locations["silver_quotes"]).toPandas()
-        quarantine = read_table(spark, locations["quarantine_quotes"]).toPandas()
+        pipeline = new_pipeline(Path(tmp))
+        assert pipeline.send_lines(lines, "adversarial.jsonl") == len(lines)
+        pipeline.run_once()  # raises if the query fails
+        bronze = pipeline.pandas("bronze_quotes")
+        silver = pipeline.pandas("silver_quotes")
+        quarantine = pipeline.pandas("quarantine_quotes")
 
     assert sorted(bronze.value) == sorted(lines)
     expected = [(line, check_quote_line(line)) for line in lines]
