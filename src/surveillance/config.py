@@ -14,10 +14,10 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "SURVEIL__"
 ENVIRONMENTS = ("local", "dev", "prod")
@@ -206,7 +206,71 @@ class RuleSettings(_Strict):
     _intervals = field_validator("history_lookback")(_check_interval)
 
 
+Severity = Literal["error", "warn", "off"]
+
+
+class ExpectationSpec(_Strict):
+    """One Great Expectations expectation of a suite, with what a failure means for the rows."""
+
+    # The GX 1.x expectation in snake case, e.g. expect_column_values_to_be_between.
+    expectation: str = Field(pattern=r"^expect_[a-z0-9_]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    # error: rows that break it are quarantined; warn: recorded and flagged on the row, which flows on;
+    # off: not evaluated.
+    severity: Severity = "error"
+    description: str = ""
+
+
+_EXPECTATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _check_expectation_names(value: dict[str, ExpectationSpec]) -> dict[str, ExpectationSpec]:
+    for name in value:
+        if not _EXPECTATION_NAME.match(name):
+            raise ValueError(f"expectation name {name!r} must be lower_snake_case")
+    return value
+
+
+class SuiteSettings(_Strict):
+    # {our name for the expectation: its spec}; the name is what quarantine reasons and dq_results show.
+    silver_quotes: dict[str, ExpectationSpec] = Field(default_factory=dict)
+    gold_bars_1m: dict[str, ExpectationSpec] = Field(default_factory=dict)
+
+    _names = field_validator("silver_quotes", "gold_bars_1m")(_check_expectation_names)
+
+
+class QualitySettings(_Strict):
+    enabled: bool = True
+    suites: SuiteSettings = SuiteSettings()
+    # warn expectations that make a quote's price unreliable: a price_jump alert on such a quote (or
+    # measured from such a previous quote) is kept with confidence "low" and the reasons in its evidence.
+    price_jump_unreliable_when: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unreliable_names_exist(self) -> QualitySettings:
+        known = self.suites.silver_quotes
+        for name in self.price_jump_unreliable_when:
+            if name not in known:
+                guess = difflib.get_close_matches(name, list(known), n=1)
+                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+                raise ValueError(
+                    f"price_jump_unreliable_when names {name!r}, not in suites.silver_quotes{hint}"
+                )
+        return self
+
+
+class SchemaSettings(_Strict):
+    # true: a new optional field sent by producers becomes a new silver column (Delta schema evolution);
+    # false: silver keeps its columns (bronze always keeps the whole message).
+    evolve: bool = False
+
+
 class Settings(_Strict):
+    # `schema` would shadow a pydantic BaseModel attribute: the field has another name, the key is `schema`.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, coerce_numbers_to_str=True, validate_by_name=True, validate_by_alias=True
+    )
+
     env: Literal["local", "dev", "prod"] = "local"
     state_dir: str = ".state"
     spark: SparkSettings = SparkSettings()
@@ -214,10 +278,12 @@ class Settings(_Strict):
     lakehouse: LakehouseSettings = LakehouseSettings()
     stream: StreamSettings = StreamSettings()
     rules: RuleSettings = RuleSettings()
+    quality: QualitySettings = QualitySettings()
+    schema_settings: SchemaSettings = Field(SchemaSettings(), alias="schema")
 
     def with_overrides(self, *assignments: str) -> Settings:
         """A copy with ``key=value`` overrides applied and validated again."""
-        doc = self.model_dump()
+        doc = self.model_dump(by_alias=True)
         for assignment in assignments:
             _apply_assignment(doc, assignment)
         return _validate(doc)
@@ -352,13 +418,19 @@ def _explain(exc: ValidationError) -> str:
 
 def _known_keys(parent: tuple[Any, ...]) -> list[str]:
     model: type[BaseModel] = Settings
-    for part in parent:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
+    parts = list(parent)
+    while parts:
+        part = parts.pop(0)
+        fields = {field.alias or name: field for name, field in model.model_fields.items()}
+        annotation = fields[str(part)].annotation if str(part) in fields else None
+        if get_origin(annotation) is dict and parts:
+            # A free-keyed map of models (e.g. the expectations of a suite): the next part is a key.
+            annotation = get_args(annotation)[1]
+            parts.pop(0)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def resolve_local_path(path: str) -> str:

@@ -31,6 +31,7 @@ S, TS, D, L, INT, DBL, B = (
     T.DoubleType(),
     T.BooleanType(),
 )
+ARR = T.ArrayType(T.StringType())
 
 BRONZE = TableSpec(
     "bronze_quotes",
@@ -62,6 +63,8 @@ SILVER = TableSpec(
         ("ask", DBL),
         ("event_date", D),
         ("is_late", B),
+        ("is_out_of_order", B),
+        ("dq_warnings", ARR),
         ("kafka_partition", INT),
         ("kafka_offset", L),
         ("kafka_timestamp", TS),
@@ -70,13 +73,15 @@ SILVER = TableSpec(
         ("batch_id", L),
     ),
     ("event_date",),
-    "Parsed, typed quotes that meet the contract, one row per event_id.",
+    "Parsed, typed quotes that meet the contract and the error expectations, one row per event_id; "
+    "dq_warnings names the warn expectations a quote broke.",
 )
 
 QUARANTINE = TableSpec(
     "quarantine_quotes",
     _fields(
         ("reason", S),
+        ("failed_expectations", ARR),
         ("raw_value", S),
         ("key", S),
         ("topic", S),
@@ -89,7 +94,7 @@ QUARANTINE = TableSpec(
         ("batch_id", L),
     ),
     ("ingest_date",),
-    "Records that could not be parsed or break the quote contract, with the reason.",
+    "Records that could not be parsed, break the quote contract or an error expectation, with the reason.",
 )
 
 GOLD_BARS = TableSpec(
@@ -124,6 +129,7 @@ ALERTS = TableSpec(
         ("score", DBL),
         ("threshold", DBL),
         ("severity", S),
+        ("confidence", S),
         ("details", S),
         ("detected_at", TS),
         ("alert_date", D),
@@ -147,20 +153,54 @@ STREAM_PROGRESS = TableSpec(
         ("duplicate_rows", L),
         ("quarantine_rows", L),
         ("late_rows", L),
+        ("out_of_order_rows", L),
+        ("dq_warning_rows", L),
         ("alert_rows", L),
         ("max_event_time", TS),
         ("watermark", TS),
+        ("symbol_max_event_time", T.MapType(S, TS)),
+        ("validation_seconds", DBL),
         ("started_at", TS),
         ("finished_at", TS),
     ),
     (),
-    "One row per micro-batch: counts per layer, event-time high-water mark and watermark.",
+    "One row per micro-batch: counts per layer, late and out-of-order quotes, event-time high-water marks.",
+)
+
+DQ_RESULTS = TableSpec(
+    "dq_results",
+    _fields(
+        ("suite", S),
+        ("expectation", S),
+        ("expectation_type", S),
+        ("severity", S),
+        ("success", B),
+        ("element_count", L),
+        ("unexpected_count", L),
+        ("unexpected_percent", DBL),
+        ("observed_value", S),
+        ("kwargs", S),
+        ("result", S),
+        ("run_time", TS),
+        ("run_date", D),
+        ("stream_id", S),
+        ("batch_id", L),
+    ),
+    ("run_date",),
+    "One row per micro-batch, suite and expectation: Great Expectations' verdict and counts.",
 )
 
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (BRONZE, SILVER, QUARANTINE, GOLD_BARS, ALERTS, STREAM_PROGRESS)
+    spec.name: spec for spec in (BRONZE, SILVER, QUARANTINE, GOLD_BARS, ALERTS, STREAM_PROGRESS, DQ_RESULTS)
 }
-PUBLIC_TABLES = ("bronze_quotes", "silver_quotes", "quarantine_quotes", "gold_bars_1m", "alerts")
+PUBLIC_TABLES = (
+    "bronze_quotes",
+    "silver_quotes",
+    "quarantine_quotes",
+    "gold_bars_1m",
+    "alerts",
+    "dq_results",
+)
 
 
 def table_locations(settings: Settings) -> dict[str, str]:
@@ -180,11 +220,23 @@ def read_table(spark: SparkSession, location: str) -> DataFrame:
 
 
 def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:
-    """Create every table (empty, with its schema and partitioning) if it does not exist yet."""
+    """Create every table (empty, with its schema and partitioning) if it does not exist yet.
+
+    A table created by an earlier version gets the columns added since (additive evolution only: the
+    rows already written read NULL there).
+    """
     from delta.tables import DeltaTable
 
     for name, spec in TABLES.items():
-        builder = DeltaTable.createIfNotExists(spark).location(locations[name]).addColumns(spec.schema)
+        location = locations[name]
+        if DeltaTable.isDeltaTable(spark, location):
+            present = set(read_table(spark, location).columns)
+            missing = [field for field in spec.schema.fields if field.name not in present]
+            if missing:
+                columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
+                spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({columns})")
+            continue
+        builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema)
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
         builder.comment(spec.description).execute()

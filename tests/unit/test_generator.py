@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from surveillance.config import RuleSettings
+from surveillance.config import RuleSettings, load_settings
 from surveillance.ingestion.contract import (
     QUOTE_FIELDS,
     check_quote_line,
@@ -37,6 +37,10 @@ from surveillance.ingestion.generator import (
 
 CONTRACT_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 RULES = RuleSettings()
+# The default silver suite (conf/base.yml), as the reference check models it.
+SUITE = {
+    name: spec.model_dump() for name, spec in load_settings(env="local").quality.suites.silver_quotes.items()
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,14 @@ def test_other_seed_gives_other_output(gen: GeneratedQuotes) -> None:
 
 def test_dirty_mode_leaves_clean_quotes_and_labels_alone(gen: GeneratedQuotes) -> None:
     clean = generate_quotes(symbols=8, minutes=60, seed=7, inject_anomalies=True)
-    pd.testing.assert_frame_equal(gen.quotes, clean.quotes)
+    faulty = gen.quotes.event_id.isin(
+        gen.manifest.event_id[gen.manifest.kind.isin(["crossed", "wide_spread"])]
+    )
+    assert faulty.sum() == 29 + 14
+    pd.testing.assert_frame_equal(gen.quotes[~faulty], clean.quotes[~faulty])
+    pd.testing.assert_frame_equal(
+        gen.quotes[faulty].drop(columns=["bid", "ask"]), clean.quotes[faulty].drop(columns=["bid", "ask"])
+    )
     pd.testing.assert_frame_equal(gen.labels, clean.labels)
     assert clean.manifest.empty and not clean.dirty
     assert clean.raw_lines == [quote_to_json(row) for row in clean.quotes.to_dict("records")]
@@ -131,7 +142,8 @@ def test_rejects_bad_arguments(kwargs: dict[str, int]) -> None:
 
 
 def test_prices_positive_and_inside_the_quote(gen: GeneratedQuotes) -> None:
-    q = gen.quotes
+    faulty = gen.manifest.event_id[gen.manifest.kind.isin(["crossed", "wide_spread"])]
+    q = gen.quotes[~gen.quotes.event_id.isin(faulty)]  # book faults are deliberate
     assert (q.price > 0).all() and (q.bid > 0).all()
     assert (q.bid < q.price).all() and (q.price < q.ask).all()
     spread_bps = (q.ask - q.bid) / q.price * 1e4
@@ -259,15 +271,15 @@ def test_manifest_has_every_kind_in_about_the_requested_share(gen: GeneratedQuot
 def test_each_malformed_line_fails_for_its_expected_reason(gen: GeneratedQuotes) -> None:
     malformed = _dirty(gen, "malformed")
     for row in malformed.itertuples():
-        assert check_quote_line(gen.raw_lines[row.line_no]) == row.expected_reason, row
+        assert check_quote_line(gen.raw_lines[row.line_no], SUITE) == row.expected_reason, row
     assert {
         "invalid_json",
         "not_an_object",
-        "missing_event_id",
+        "expectations: event_id_not_null",
         "price_not_number",
-        "price_not_positive",
+        "expectations: price_positive_finite",
         "bad_event_time",
-        "volume_negative",
+        "expectations: volume_non_negative",
     } <= set(malformed.expected_reason)
 
 
@@ -275,7 +287,7 @@ def test_every_other_line_is_a_valid_quote(gen: GeneratedQuotes) -> None:
     malformed = set(_dirty(gen, "malformed").line_no)
     for n, line in enumerate(gen.raw_lines):
         if n not in malformed:
-            assert check_quote_line(line) is None, (n, line)
+            assert check_quote_line(line, SUITE) is None, (n, line)
 
 
 def test_valid_lines_carry_exactly_the_quotes(gen: GeneratedQuotes) -> None:
@@ -298,6 +310,22 @@ def test_duplicates_repeat_an_earlier_line_a_little_later(gen: GeneratedQuotes) 
         assert earlier < row.line_no <= earlier + 200
         assert json.loads(line)["event_id"] == row.event_id
     assert not _dirty(gen, "duplicate").event_id.isin(gen.labels.event_id).any()
+
+
+def test_book_faults_are_crossed_or_wide_and_away_from_anomalies(
+    gen: GeneratedQuotes, by_symbol: dict[str, pd.DataFrame]
+) -> None:
+    for kind in ("crossed", "wide_spread"):
+        for row in _dirty(gen, kind).itertuples():
+            doc = json.loads(gen.raw_lines[row.line_no])
+            spread_bps = (doc["ask"] - doc["bid"]) / ((doc["ask"] + doc["bid"]) / 2) * 1e4
+            assert doc["bid"] > doc["ask"] if kind == "crossed" else spread_bps > 500, doc
+            assert check_quote_line(gen.raw_lines[row.line_no], SUITE) is None  # warn only: it flows on
+    faulty = set(gen.manifest.event_id[gen.manifest.kind.isin(["crossed", "wide_spread"])])
+    for label in gen.labels.itertuples():
+        frame = by_symbol[label.symbol]
+        at = frame.index[frame.event_id == label.event_id][0]
+        assert not set(frame.event_id[max(0, at - 2) : at + 3]) & faulty
 
 
 def test_extra_field_lines_have_a_venue(gen: GeneratedQuotes) -> None:
@@ -335,9 +363,16 @@ def test_late_lines_never_touch_an_anomaly(gen: GeneratedQuotes, by_symbol: dict
 def test_dirty_works_for_tiny_runs() -> None:
     gen = generate_quotes(symbols=1, minutes=2, ticks_per_minute=10, dirty=True, inject_anomalies=True)
     assert gen.labels.empty  # too short for anomalies past the warm-up
-    assert set(gen.manifest.kind) == {"malformed", "duplicate", "extra_field", "late"}
+    assert set(gen.manifest.kind) <= {
+        "malformed",
+        "duplicate",
+        "extra_field",
+        "late",
+        "crossed",
+        "wide_spread",
+    }
     for row in _dirty(gen, "malformed").itertuples():
-        assert check_quote_line(gen.raw_lines[row.line_no]) == row.expected_reason
+        assert check_quote_line(gen.raw_lines[row.line_no], SUITE) == row.expected_reason
 
 
 def test_summary_counts(gen: GeneratedQuotes) -> None:
@@ -431,7 +466,12 @@ def test_quote_to_json_round_trips(price: float, volume: int, millis: int) -> No
     doc = json.loads(quote_to_json(record))
     assert parse_event_time(doc["event_time"]) == moment
     assert math.isclose(doc["price"], price, abs_tol=5e-5) and doc["volume"] == volume
-    assert check_quote_line(quote_to_json(record)) is (None if round(price, 4) > 0 else "price_not_positive")
+    expected = (
+        None
+        if round(price, 4) > 0
+        else "expectations: price_positive_finite, bid_positive_finite, ask_positive_finite"
+    )
+    assert check_quote_line(quote_to_json(record), SUITE) == expected
 
 
 @pytest.mark.parametrize(
@@ -441,9 +481,27 @@ def test_quote_to_json_round_trips(price: float, volume: int, millis: int) -> No
         ("{", "invalid_json"),
         ('{"price":NaN}', "invalid_json"),
         ("[1]", "not_an_object"),
-        ("{}", "missing_event_id"),
+        (
+            "{}",
+            "expectations: event_id_not_null, symbol_not_null, event_time_not_null, price_not_null, volume_not_null",
+        ),
         ('{"event_id":1}', "event_id_not_string"),
-        ('{"event_id":" ","symbol":"A"}', "empty_event_id"),
+        (
+            '{"event_id":" ","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":1}',
+            "expectations: event_id_not_blank",
+        ),
+        (
+            '{"event_id":"e","symbol":"a b","event_time":"2026-11-20T14:30:00Z","price":1,"volume":1}',
+            "expectations: symbol_in_universe",
+        ),
+        (
+            '{"event_id":"e","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1e400,"volume":1}',
+            "expectations: price_positive_finite",
+        ),
+        (
+            '{"event_id":"e","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":-1}',
+            "expectations: volume_non_negative",
+        ),
         ('{"event_id":"e","symbol":"A","event_time":"2026-11-20 14:30:00"}', "bad_event_time"),
         ('{"event_id":"e","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":"1"}', "price_not_number"),
         (
@@ -452,7 +510,11 @@ def test_quote_to_json_round_trips(price: float, volume: int, millis: int) -> No
         ),
         (
             '{"event_id":"e","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":1,"bid":-1}',
-            "bid_not_positive",
+            "expectations: bid_positive_finite",
+        ),
+        (
+            '{"event_id":"e","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":1,"bid":2,"ask":1}',
+            None,  # crossed: a warn expectation, the quote flows on
         ),
         (
             '{"event_id":"e","symbol":"A","event_time":"2026-11-20T14:30:00.1+01:00","price":1,"volume":0}',
@@ -461,7 +523,12 @@ def test_quote_to_json_round_trips(price: float, volume: int, millis: int) -> No
     ],
 )
 def test_check_quote_line_reasons(line: str, reason: str | None) -> None:
-    assert check_quote_line(line) == reason
+    assert check_quote_line(line, SUITE) == reason
+
+
+def test_check_quote_line_without_rules_checks_only_the_contract() -> None:
+    assert check_quote_line('{"price":-1}') is None
+    assert check_quote_line('{"price":"-1"}') == "price_not_number"
 
 
 def test_format_event_time_truncates_to_milliseconds() -> None:

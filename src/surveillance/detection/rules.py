@@ -3,9 +3,17 @@
 Every rule reads a symbol's quotes in event-time order (ties broken by event_id). The caller passes the
 quotes of the current micro-batch marked ``is_new`` together with the symbol's recent history from silver,
 so a rule's state (the previous price, the rolling window) carries across micro-batches and restarts.
+
+Data quality feeds detection: a return-based alert (price jump, return z-score) on a quote that broke one
+of the ``unreliable_when`` warn expectations (crossed, extreme spread, stale), or measured from a previous
+quote that did, is kept with ``confidence = "low"`` and those expectations named in its evidence. Kept, not
+suppressed: a crossed or blown-out book is itself what some manipulation looks like, and a surveillance
+team must be able to see, and filter, an alert rather than never learn it was raised.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -21,6 +29,8 @@ VOLUME_SPIKE = "volume_spike"
 def with_rule_features(quotes: DataFrame, zscore_window: int, volume_window: int) -> DataFrame:
     """Add previous price, return, and trailing return/volume statistics per symbol (current row excluded)."""
     ordered = Window.partitionBy("symbol").orderBy("event_time", "event_id")
+    if "dq_warnings" not in quotes.columns:
+        quotes = quotes.withColumn("dq_warnings", F.array().cast("array<string>"))
     trailing_returns = ordered.rowsBetween(-zscore_window, -1)
     trailing_volumes = ordered.rowsBetween(-volume_window, -1)
     with_previous = quotes.withColumns(
@@ -28,6 +38,7 @@ def with_rule_features(quotes: DataFrame, zscore_window: int, volume_window: int
             "prev_price": F.lag("price").over(ordered),
             "prev_event_id": F.lag("event_id").over(ordered),
             "prev_event_time": F.lag("event_time").over(ordered),
+            "prev_dq_warnings": F.lag("dq_warnings").over(ordered),
         }
     ).withColumn("ret", (F.col("price") - F.col("prev_price")) / F.col("prev_price"))
     return with_previous.withColumns(
@@ -56,6 +67,21 @@ def alert_id(rule: Column, event_id: Column) -> Column:
     return F.sha2(F.concat_ws("|", rule, event_id), 256).substr(1, 32)
 
 
+def _warnings_among(column: str, names: Sequence[str]) -> Column:
+    wanted = F.array(*[F.lit(name) for name in names]) if names else F.array().cast("array<string>")
+    return F.array_intersect(F.coalesce(F.col(column), F.array().cast("array<string>")), wanted)
+
+
+def price_quality(unreliable_when: Sequence[str]) -> tuple[Column, Column, Column]:
+    """(confidence, the quote's unreliable warnings, the previous quote's) for a return-based alert."""
+    own, previous = (
+        _warnings_among("dq_warnings", unreliable_when),
+        _warnings_among("prev_dq_warnings", unreliable_when),
+    )
+    confidence = F.when((F.size(own) > 0) | (F.size(previous) > 0), "low").otherwise("high")
+    return confidence, own, previous
+
+
 def _alerts(
     candidates: DataFrame,
     rule: str,
@@ -63,6 +89,7 @@ def _alerts(
     threshold: float,
     details: Column,
     levels: SeveritySettings,
+    confidence: Column | None = None,
 ) -> DataFrame:
     threshold_col = F.lit(float(threshold))
     return candidates.select(
@@ -74,6 +101,7 @@ def _alerts(
         score.alias("score"),
         threshold_col.alias("threshold"),
         severity(score, threshold_col, levels).alias("severity"),
+        (F.lit("high") if confidence is None else confidence).alias("confidence"),
         F.to_json(details).alias("details"),
         F.current_timestamp().alias("detected_at"),
         F.to_date("event_time").alias("alert_date"),
@@ -85,10 +113,13 @@ def _alerts(
     )
 
 
-def price_jump_alerts(features: DataFrame, threshold: float, levels: SeveritySettings) -> DataFrame:
+def price_jump_alerts(
+    features: DataFrame, threshold: float, levels: SeveritySettings, unreliable_when: Sequence[str] = ()
+) -> DataFrame:
     """New quotes whose price moved more than ``threshold`` from the symbol's previous price."""
     score = F.abs(F.col("ret"))
     hits = features.where(F.col("is_new") & F.col("prev_price").isNotNull() & (score > threshold))
+    confidence, own, previous = price_quality(unreliable_when)
     details = F.struct(
         F.col("prev_price").alias("previous_price"),
         F.col("prev_event_id").alias("previous_event_id"),
@@ -96,18 +127,25 @@ def price_jump_alerts(features: DataFrame, threshold: float, levels: SeveritySet
         "price",
         F.col("ret").alias("return"),
         "is_late",
+        own.alias("dq_warnings"),
+        previous.alias("previous_dq_warnings"),
     )
-    return _alerts(hits, PRICE_JUMP, score, threshold, details, levels)
+    return _alerts(hits, PRICE_JUMP, score, threshold, details, levels, confidence)
 
 
 def return_zscore_alerts(
-    features: DataFrame, threshold: float, min_periods: int, levels: SeveritySettings
+    features: DataFrame,
+    threshold: float,
+    min_periods: int,
+    levels: SeveritySettings,
+    unreliable_when: Sequence[str] = (),
 ) -> DataFrame:
     """New quotes whose return lies more than ``threshold`` trailing standard deviations from the mean."""
     zscore = (F.col("ret") - F.col("ret_mean")) / F.col("ret_std")
     score = F.abs(zscore)
     enough_history = (F.col("ret_n") >= min_periods) & (F.col("ret_std") > 0)
     hits = features.where(F.col("is_new") & enough_history & (score > threshold))
+    confidence, own, previous = price_quality(unreliable_when)
     details = F.struct(
         F.col("ret").alias("return"),
         F.col("ret_mean").alias("mean_return"),
@@ -116,8 +154,10 @@ def return_zscore_alerts(
         zscore.alias("zscore"),
         F.col("prev_price").alias("previous_price"),
         "price",
+        own.alias("dq_warnings"),
+        previous.alias("previous_dq_warnings"),
     )
-    return _alerts(hits, RETURN_ZSCORE, score, threshold, details, levels)
+    return _alerts(hits, RETURN_ZSCORE, score, threshold, details, levels, confidence)
 
 
 def volume_spike_alerts(
@@ -138,15 +178,22 @@ def volume_spike_alerts(
     return _alerts(hits, VOLUME_SPIKE, volume_ratio, ratio, details, levels)
 
 
-def detect_alerts(quotes: DataFrame, rules: RuleSettings) -> DataFrame:
-    """All enabled rules' alerts for the rows of ``quotes`` marked ``is_new`` (history rows give context)."""
+def detect_alerts(quotes: DataFrame, rules: RuleSettings, unreliable_when: Sequence[str] = ()) -> DataFrame:
+    """All enabled rules' alerts for the rows of ``quotes`` marked ``is_new`` (history rows give context).
+
+    ``unreliable_when``: warn expectations (names in ``dq_warnings``) that lower a return-based alert's
+    confidence.
+    """
     features = with_rule_features(quotes, rules.zscore.window, rules.volume_spike.window)
     levels = rules.severity
     found: list[DataFrame] = []
     if rules.price_jump.enabled:
-        found.append(price_jump_alerts(features, rules.price_jump.threshold, levels))
+        found.append(price_jump_alerts(features, rules.price_jump.threshold, levels, unreliable_when))
     if rules.zscore.enabled:
-        found.append(return_zscore_alerts(features, rules.zscore.threshold, rules.zscore.min_periods, levels))
+        zscore = rules.zscore
+        found.append(
+            return_zscore_alerts(features, zscore.threshold, zscore.min_periods, levels, unreliable_when)
+        )
     if rules.volume_spike.enabled:
         spike = rules.volume_spike
         found.append(volume_spike_alerts(features, spike.ratio, spike.min_periods, spike.min_volume, levels))

@@ -2,8 +2,8 @@
 
 A quote is ``{"event_id": str, "symbol": str, "event_time": "2026-11-20T14:30:00.123Z", "price": number > 0,
 "volume": integer >= 0, "bid": number, "ask": number}``; unknown extra fields are allowed. Besides the
-serialiser this module holds :func:`check_quote_line`, a pure-Python reference of the contract check that
-silver applies in Spark (same rules, same order, same reason names), used by the generator's tests.
+serialiser this module holds :func:`check_quote_line`, a pure-Python reference of what silver decides in
+Spark (the contract's reason names, then the expectation suite's verdict), used as the tests' oracle.
 """
 
 from __future__ import annotations
@@ -117,32 +117,64 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _string_problem(doc: Mapping[str, Any], name: str) -> str | None:
-    value = doc.get(name)
-    if value is None:
-        return f"missing_{name}"
-    if not isinstance(value, str):
-        return f"{name}_not_string"
-    if not value.strip():
-        return f"empty_{name}"
+def _type_problem(doc: Mapping[str, Any]) -> str | None:
+    """The first field present with the wrong JSON type (silver's parser order), or None."""
+    for name in ("event_id", "symbol", "event_time"):
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            return f"{name}_not_string"
+        if name == "event_time" and doc.get(name) is not None:
+            try:
+                parse_event_time(doc[name])
+            except ValueError:
+                return "bad_event_time"
+    price = doc.get("price")
+    if price is not None and not _is_number(price):
+        return "price_not_number"
+    volume = doc.get("volume")
+    if volume is not None and (not isinstance(volume, int) or isinstance(volume, bool)):
+        return "volume_not_integer"
+    if volume is not None and abs(volume) > _BIGINT_MAX:
+        return "volume_out_of_range"
+    for name in ("bid", "ask"):
+        if doc.get(name) is not None and not _is_number(doc[name]):
+            return f"{name}_not_number"
     return None
 
 
-def _positive_number_problem(doc: Mapping[str, Any], name: str, required: bool) -> str | None:
-    value = doc.get(name)
+def _between(value: Any, kwargs: Mapping[str, Any]) -> bool:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if math.isnan(value):
+        return False
+    if low is not None and (value <= low if kwargs.get("strict_min") else value < low):
+        return False
+    return not (high is not None and (value >= high if kwargs.get("strict_max") else value > high))
+
+
+# Expectations about the whole batch's schema: they never route a single row.
+_TABLE_LEVEL = ("expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list")
+
+
+def _meets(value: Any, expectation: str, kwargs: Mapping[str, Any]) -> bool:
+    """Whether one field's value meets a row-level expectation, with GX's semantics (NULL is ignored)."""
+    if expectation == "expect_column_values_to_not_be_null":
+        return value is not None
     if value is None:
-        return f"missing_{name}" if required else None
-    if not _is_number(value):
-        return f"{name}_not_number"
-    if not math.isfinite(value):
-        return f"{name}_not_finite"
-    if value <= 0:
-        return f"{name}_not_positive"
-    return None
+        return True
+    if expectation == "expect_column_values_to_match_regex":
+        return re.search(kwargs["regex"], value) is not None
+    if expectation == "expect_column_values_to_be_between":
+        return _between(float(value), kwargs)
+    raise NotImplementedError(f"the reference check does not model {expectation}")
 
 
-def check_quote_line(line: str | bytes) -> str | None:
-    """The first contract rule a raw message breaks (silver's reason name), or None for a valid quote."""
+def check_quote_line(line: str | bytes, value_rules: Mapping[str, Any] | None = None) -> str | None:
+    """Silver's verdict on a raw message, computed in pure Python: the reason it is quarantined, or None.
+
+    The contract (shape and types) gives the first broken rule's name. ``value_rules`` are the silver
+    suite's expectations ({name: spec with expectation, kwargs, severity}); a message that breaks ``error``
+    ones gets ``"expectations: <names in suite order>"``, as the stream writes it. Only the row-level
+    expectations on contract fields are modelled (not-null, regex, between).
+    """
     text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
     if not text.strip():
         return "empty_value"
@@ -152,33 +184,20 @@ def check_quote_line(line: str | bytes) -> str | None:
         return "invalid_json"
     if not isinstance(doc, dict):
         return "not_an_object"
-    for name in ("event_id", "symbol"):
-        problem = _string_problem(doc, name)
-        if problem:
-            return problem
-    event_time = doc.get("event_time")
-    if event_time is None:
-        return "missing_event_time"
-    if not isinstance(event_time, str):
-        return "event_time_not_string"
-    try:
-        parse_event_time(event_time)
-    except ValueError:
-        return "bad_event_time"
-    problem = _positive_number_problem(doc, "price", required=True)
-    if problem:
+    problem = _type_problem(doc)
+    if problem or not value_rules:
         return problem
-    volume = doc.get("volume")
-    if volume is None:
-        return "missing_volume"
-    if not isinstance(volume, int) or isinstance(volume, bool):
-        return "volume_not_integer"
-    if abs(volume) > _BIGINT_MAX:
-        return "volume_out_of_range"
-    if volume < 0:
-        return "volume_negative"
-    for name in ("bid", "ask"):
-        problem = _positive_number_problem(doc, name, required=False)
-        if problem:
-            return problem
-    return None
+    failed = []
+    for name, spec in value_rules.items():
+        column = spec["kwargs"].get("column")
+        table_level = spec["expectation"] in _TABLE_LEVEL or spec["expectation"].startswith("expect_table_")
+        if spec["severity"] != "error" or column not in QUOTE_FIELDS or table_level:
+            continue
+        if not _meets(doc.get(column), spec["expectation"], spec["kwargs"]):
+            failed.append(name)
+    return expectation_reason(failed) if failed else None
+
+
+def expectation_reason(names: list[str]) -> str:
+    """The quarantine reason of a row that broke the named error expectations."""
+    return "expectations: " + ", ".join(names)

@@ -33,20 +33,25 @@ TICKERS: tuple[str, ...] = (
 )  # fmt: skip
 VENUES: tuple[str, ...] = ("XNAS", "XNYS", "ARCX", "BATS", "IEXG")
 ANOMALY_TYPES: tuple[str, ...] = ("price_jump", "volume_spike")
-DIRTY_KINDS: tuple[str, ...] = ("malformed", "duplicate", "extra_field", "late")
-# Malformed variants: (detail, the reason silver's contract check gives it).
+DIRTY_KINDS: tuple[str, ...] = ("malformed", "duplicate", "extra_field", "late", "crossed", "wide_spread")
+# Malformed variants: (detail, the quarantine reason silver gives it: a contract rule, or the default
+# suite's error expectations from conf/base.yml).
 MALFORMED_VARIANTS: tuple[tuple[str, str], ...] = (
     ("truncated_json", "invalid_json"),
     ("json_array", "not_an_object"),
-    ("empty_object", "missing_event_id"),
+    (
+        "empty_object",
+        "expectations: event_id_not_null, symbol_not_null, event_time_not_null, price_not_null, "
+        "volume_not_null",
+    ),
     ("price_text", "price_not_number"),
-    ("price_negative", "price_not_positive"),
-    ("missing_event_id", "missing_event_id"),
+    ("price_negative", "expectations: price_positive_finite"),
+    ("missing_event_id", "expectations: event_id_not_null"),
     ("bad_event_time", "bad_event_time"),
-    ("volume_negative", "volume_negative"),
+    ("volume_negative", "expectations: volume_non_negative"),
     # NaN is not JSON (RFC 8259): strict parsers, Spark's parse_json included, refuse the line.
     ("nan_literal", "invalid_json"),
-    ("price_zero", "price_not_positive"),
+    ("price_zero", "expectations: price_positive_finite"),
 )
 BAD_EVENT_TIMES: tuple[str, ...] = ("not-a-timestamp", "2026-99-99T99:99:99.999Z")
 
@@ -58,6 +63,9 @@ ANOMALY_GAP = 80  # ticks between two anomalies of one symbol (> the default 50-
 JUMP_RANGE = (0.062, 0.118)  # inside 6-12 % with room for the 4-decimal rounding of prices
 SPIKE_RANGE = (15.0, 40.0)
 LATE_SHARE, DUPLICATE_SHARE, EXTRA_FIELD_SHARE, MALFORMED_SHARE = 0.003, 0.01, 0.02, 0.005
+# Book faults: valid quotes with a crossed book (bid above ask) or a spread of 8 % of the price; they pass
+# the contract and break the default suite's warn expectations (bid_not_above_ask, spread_within_bound).
+CROSSED_SHARE, WIDE_SPREAD_SHARE, WIDE_SPREAD = 0.002, 0.001, 0.04
 _YEAR_SECONDS = 252 * 6.5 * 3600  # trading seconds in a year, to scale annualised volatility
 _VOLUME_NOISE = 0.45  # sigma of the lognormal volume noise
 _SHOCK_CAP = 4.0  # largest ordinary price shock, in per-tick standard deviations
@@ -226,7 +234,8 @@ def generate_quotes(
     labels = labels.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
 
     if dirty:
-        raw_lines, manifest = _dirty_lines(quotes, labels, seed, start_ms, duration_ms)
+        quotes, faults = _book_faults(quotes, labels, seed)
+        raw_lines, manifest = _dirty_lines(quotes, labels, seed, start_ms, duration_ms, faults)
     else:
         raw_lines = [quote_to_json(row) for row in _records(quotes)]
         manifest = pd.DataFrame(columns=MANIFEST_COLUMNS)
@@ -273,23 +282,60 @@ class _Line(NamedTuple):
     detail: str
 
 
+def _near_anomalies(quotes: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
+    """Quotes within two ticks of an anomaly of their symbol (never made dirty: detectors must see them)."""
+    seq, symbol = quotes["_seq"].to_numpy(), quotes["symbol"].to_numpy()
+    near = np.zeros(len(quotes), dtype=bool)
+    anomaly_seq = quotes.loc[quotes.event_id.isin(labels.event_id), ["symbol", "_seq"]]
+    for sym, position in anomaly_seq.itertuples(index=False):
+        near |= (symbol == sym) & (np.abs(seq - position) <= 2)
+    return near
+
+
+def _book_faults(
+    quotes: pd.DataFrame, labels: pd.DataFrame, seed: int
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Quotes with some books made crossed or very wide, and {row: "crossed" | "wide_spread"}."""
+    rng = _rng(seed, 4)
+    pool = np.flatnonzero(~_near_anomalies(quotes, labels) & quotes.bid.notna().to_numpy())
+    count = min(len(pool), round((CROSSED_SHARE + WIDE_SPREAD_SHARE) * len(quotes)))
+    chosen = rng.choice(pool, size=count, replace=False) if count else np.array([], dtype=np.int64)
+    crossed_count = round(count * CROSSED_SHARE / (CROSSED_SHARE + WIDE_SPREAD_SHARE))
+    faulty = quotes.copy()
+    faults: dict[int, str] = {}
+    for n, row in enumerate(sorted(chosen.tolist())):
+        price = faulty.at[row, "price"]
+        if n % 3 < 2 and crossed_count:
+            crossed_count -= 1
+            bid, ask = faulty.at[row, "ask"], faulty.at[row, "bid"]
+            faults[row] = "crossed"
+        else:
+            bid, ask = round(price * (1 - WIDE_SPREAD), 4), round(price * (1 + WIDE_SPREAD), 4)
+            faults[row] = "wide_spread"
+        faulty.at[row, "bid"], faulty.at[row, "ask"] = bid, ask
+    return faulty, faults
+
+
 def _dirty_lines(
-    quotes: pd.DataFrame, labels: pd.DataFrame, seed: int, start_ms: int, duration_ms: int
+    quotes: pd.DataFrame,
+    labels: pd.DataFrame,
+    seed: int,
+    start_ms: int,
+    duration_ms: int,
+    faults: dict[int, str] | None = None,
 ) -> tuple[list[str], pd.DataFrame]:
     """The send order with dirty lines interleaved, and one manifest row per dirty line."""
     rng = _rng(seed, 3)
     total = len(quotes)
     records = _records(quotes)
     seq = quotes["_seq"].to_numpy()
-    symbol = quotes["symbol"].to_numpy()
     offset_ms = (quotes["event_time"].astype("int64").to_numpy() // 1_000_000) - start_ms
 
+    faults = faults or {}
     # Quotes near an anomaly (two ticks either side) are never moved or duplicated: the detectors must see
-    # each anomaly and its neighbours in their normal place.
-    anomaly_seq = quotes.loc[quotes.event_id.isin(labels.event_id), ["symbol", "_seq"]]
-    near = np.zeros(total, dtype=bool)
-    for sym, position in anomaly_seq.itertuples(index=False):
-        near |= (symbol == sym) & (np.abs(seq - position) <= 2)
+    # each anomaly and its neighbours in their normal place. Book faults stay in place too.
+    near = _near_anomalies(quotes, labels)
+    near[list(faults)] = True
     is_anomaly = quotes.event_id.isin(labels.event_id).to_numpy()
 
     # Late: from the first half of the session (far behind the send position near the end), never a
@@ -297,7 +343,7 @@ def _dirty_lines(
     late_pool = np.flatnonzero((offset_ms < duration_ms // 2) & (seq > 0) & ~near)
     late_count = min(len(late_pool), max(1, round(LATE_SHARE * total)))
     late = set(rng.choice(late_pool, size=late_count, replace=False).tolist()) if late_count else set()
-    others = np.array([i for i in range(total) if i not in late], dtype=np.int64)
+    others = np.array([i for i in range(total) if i not in late and i not in faults], dtype=np.int64)
     extra_count = min(len(others), max(1, round(EXTRA_FIELD_SHARE * total)))
     extra = set(rng.choice(others, size=extra_count, replace=False).tolist())
 
@@ -321,7 +367,7 @@ def _dirty_lines(
             # Moved into the last 1.5 % of the send order: they arrive long after their event time.
             add(rng.uniform(0.985, 1.0) * total, lines[i], "late", event_id)
         else:
-            add(float(i), lines[i], "extra_field" if i in extra else "", event_id)
+            add(float(i), lines[i], faults.get(i) or ("extra_field" if i in extra else ""), event_id)
 
     dup_pool = np.array([i for i in others if not is_anomaly[i] and not near[i]], dtype=np.int64)
     dup_count = min(len(dup_pool), max(1, round(DUPLICATE_SHARE * total)))

@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -26,7 +27,22 @@ from pyspark.sql.streaming import StreamingQuery
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.detection.rules import detect_alerts
-from surveillance.lakehouse import BRONZE, STREAM_PROGRESS, ensure_tables, read_table, table_locations
+from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
+from surveillance.quality.columns import (
+    OUTCOME_SCHEMA,
+    SILVER_ROW_KEY,
+    apply_expectation_outcomes,
+    flag_out_of_order,
+    with_quote_quality_columns,
+    with_quote_totals,
+)
+from surveillance.quality.results import SUITE_COLUMNS, dq_result_rows, dq_results_frame, drift_row
+from surveillance.quality.validation import (
+    SuiteRun,
+    SuiteValidator,
+    active_expectations,
+    check_quality_config,
+)
 from surveillance.sinks.delta import append_batch, batch_committed, upsert_bars
 from surveillance.sinks.kafka_alerts import publish_alerts
 from surveillance.transforms.bronze import to_bronze
@@ -34,7 +50,9 @@ from surveillance.transforms.gold import bar_keys, one_minute_bars
 from surveillance.transforms.silver import (
     first_per_event_id,
     flag_late,
+    new_fields,
     not_seen_before,
+    object_fields,
     parse_quotes,
     to_quarantine,
     to_silver,
@@ -57,6 +75,16 @@ class BatchStats:
     min_event_time: dt.datetime | None
     max_event_time: dt.datetime | None
     event_dates: list[dt.date]
+    # The merged VARIANT schema of the batch's valid messages (which fields producers sent, of what type).
+    message_schema: str | None = None
+
+
+@dataclass(frozen=True)
+class HighWater:
+    """Event-time high-water marks after a micro-batch: overall and per symbol."""
+
+    max_event_time: dt.datetime | None
+    per_symbol: dict[str, dt.datetime]
 
 
 def utc_from_micros(micros: int | None) -> dt.datetime | None:
@@ -81,6 +109,7 @@ def batch_stats(checked: DataFrame) -> BatchStats:
         F.unix_micros(F.min(event_time)).alias("lo"),
         F.unix_micros(F.max(event_time)).alias("hi"),
         F.collect_set(F.to_date(event_time)).alias("dates"),
+        F.schema_of_variant_agg(F.when(valid, F.col("_doc"))).alias("message_schema"),
     ).first()
     return BatchStats(
         row["records"],
@@ -88,6 +117,7 @@ def batch_stats(checked: DataFrame) -> BatchStats:
         utc_from_micros(row["lo"]),
         utc_from_micros(row["hi"]),
         sorted(row["dates"] or []),
+        row["message_schema"],
     )
 
 
@@ -102,9 +132,11 @@ class QuoteBatchWriter:
         self.watermark_delay = dt.timedelta(seconds=interval_seconds(settings.stream.watermark))
         self.lookback = dt.timedelta(seconds=interval_seconds(settings.rules.history_lookback))
         self._stream_id: str | None = None
-        # (batch id, event-time high-water mark after it): saves a table read per batch while running.
-        self._high_water: tuple[int, dt.datetime | None] | None = None
+        # (batch id, event-time high-water marks after it): saves a table read per batch while running.
+        self._high_water: tuple[int, HighWater] | None = None
         self._first_batch = True
+        self._silver_columns: dict[str, str] | None = None  # {column: type} of the silver table
+        self.silver_validator, self.bars_validator = _validators(settings)
         # The four appends and the bars MERGE of a batch are independent: run them side by side (Delta
         # commits are mostly driver-side waiting, so this overlaps well even on two cores).
         self._pool = ThreadPoolExecutor(max_workers=5, thread_name_prefix="delta-write")
@@ -126,11 +158,25 @@ class QuoteBatchWriter:
     def _table(self, name: str) -> DataFrame:
         return read_table(self.spark, self.locations[name])
 
-    def _previous_max_event_time(self, batch_id: int) -> dt.datetime | None:
+    def _previous_high_water(self, batch_id: int) -> HighWater:
         if self._high_water is not None and self._high_water[0] == batch_id - 1:
             return self._high_water[1]
         earlier = self._table(STREAM_PROGRESS.name).where(~self._this_batch(batch_id))
-        return utc_from_micros(earlier.agg(F.unix_micros(F.max("max_event_time"))).first()[0])
+        # Each progress row holds the marks up to its batch; the latest row (of any stream) is the frontier.
+        row = (
+            earlier.orderBy(F.desc("finished_at"))
+            .select(
+                F.unix_micros("max_event_time").alias("max_micros"),
+                F.map_entries(
+                    F.transform_values("symbol_max_event_time", lambda _, t: F.unix_micros(t))
+                ).alias("symbols"),
+            )
+            .first()
+        )
+        if row is None:
+            return HighWater(None, {})
+        per_symbol = {entry[0]: utc_from_micros(entry[1]) for entry in row["symbols"] or []}
+        return HighWater(utc_from_micros(row["max_micros"]), per_symbol)
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         started_at = utc_now()
@@ -145,29 +191,50 @@ class QuoteBatchWriter:
 
     def _process(self, checked: DataFrame, batch_id: int, started_at: dt.datetime) -> None:
         stats = batch_stats(checked)
-        previous_max = self._previous_max_event_time(batch_id)
-        watermark = previous_max - self.watermark_delay if previous_max else None
+        previous = self._previous_high_water(batch_id)
+        watermark = previous.max_event_time - self.watermark_delay if previous.max_event_time else None
+        extra_fields, drift = self._extra_fields(stats.message_schema)
+        silver_run, outcomes = self._validate_quotes(checked, stats, extra_fields, watermark)
+        routed = apply_expectation_outcomes(checked, outcomes)
+        dq_error_rows = len(silver_run.failed_rows("error")) if silver_run else 0
         # Read three times below (dedup, the rules' context, the bars): cache it.
         history = self._silver_history(batch_id, stats).persist()
-        candidates = first_per_event_id(to_silver(checked))
-        new_quotes = flag_late(not_seen_before(candidates, history.select("event_id")), watermark).persist()
+        candidates = first_per_event_id(to_silver(routed, extra_fields))
+        fresh = flag_late(not_seen_before(candidates, history.select("event_id")), watermark)
+        new_quotes = flag_out_of_order(fresh, self._high_water_rows(previous)).persist()
         alerts = None
+        bars_runs: list[SuiteRun] = []
         try:
-            counts = new_quotes.agg(F.count("*").alias("rows"), F.count_if("is_late").alias("late")).first()
-            new_count, late_count = counts["rows"], counts["late"]
-            context = history.withColumn("is_new", F.lit(False)).unionByName(
-                new_quotes.withColumn("is_new", F.lit(True))
+            per_symbol = (
+                new_quotes.groupBy("symbol")
+                .agg(
+                    F.count("*").alias("rows"),
+                    F.count_if("is_late").alias("late"),
+                    F.count_if("is_out_of_order").alias("out_of_order"),
+                    F.count_if(F.size("dq_warnings") > 0).alias("warned"),
+                    F.unix_micros(F.max("event_time")).alias("max_micros"),
+                )
+                .collect()
             )
-            alerts = detect_alerts(context, self.settings.rules).persist()
+            new_count = sum(row["rows"] for row in per_symbol)
+            core = SILVER.schema.fieldNames()
+            context = (
+                history.select(*core)
+                .withColumn("is_new", F.lit(False))
+                .unionByName(new_quotes.select(*core).withColumn("is_new", F.lit(True)))
+            )
+            unreliable = self.settings.quality.price_jump_unreliable_when if self.silver_validator else ()
+            alerts = detect_alerts(context, self.settings.rules, unreliable).persist()
             alert_count = alerts.count()
             # Alerts go out first: the lakehouse writes below are slower than a Kafka send.
             already_sent = alert_count and self._first_batch and self._committed("alerts", batch_id)
             if alert_count and not already_sent:
                 publish_alerts(alerts, self.settings.kafka)
             _crash_point("publish", batch_id)
+            quarantine_count = stats.records_in - stats.valid_rows + dq_error_rows
             appends = {
                 "bronze_quotes": (checked.select(*BRONZE.schema.fieldNames()), stats.records_in),
-                "quarantine_quotes": (to_quarantine(checked), stats.records_in - stats.valid_rows),
+                "quarantine_quotes": (to_quarantine(routed), quarantine_count),
                 "silver_quotes": (new_quotes, new_count),
                 "alerts": (alerts, alert_count),
             }
@@ -181,39 +248,113 @@ class QuoteBatchWriter:
             if new_count:
                 futures.append(self._pool.submit(self._update_bars, history, new_quotes, stats, batch_id))
             for future in futures:
-                future.result()
+                result = future.result()
+                if isinstance(result, SuiteRun):
+                    bars_runs.append(result)
+            if extra_fields:
+                self._silver_columns = None  # the append may have added columns
         finally:
             new_quotes.unpersist()
             history.unpersist()
             if alerts is not None:
                 alerts.unpersist()
 
-        max_event_time = max((t for t in (previous_max, stats.max_event_time) if t is not None), default=None)
+        runs = [run for run in (silver_run, *bars_runs) if run is not None]
+        dq_rows = [*dq_result_rows(runs), drift_row(drift, stats.valid_rows, started_at)]
+        self._append(
+            dq_results_frame(self.spark, dq_rows, self.stream_id(), batch_id), "dq_results", batch_id
+        )
+
+        batch_max = {row["symbol"]: utc_from_micros(row["max_micros"]) for row in per_symbol}
+        high_water = _advance(previous, stats.max_event_time, batch_max)
         progress = {
             "stream_id": self.stream_id(),
             "batch_id": batch_id,
             "records_in": stats.records_in,
             "silver_rows": new_count,
-            "duplicate_rows": stats.valid_rows - new_count,
-            "quarantine_rows": stats.records_in - stats.valid_rows,
-            "late_rows": late_count,
+            "duplicate_rows": stats.valid_rows - dq_error_rows - new_count,
+            "quarantine_rows": quarantine_count,
+            "late_rows": sum(row["late"] for row in per_symbol),
+            "out_of_order_rows": sum(row["out_of_order"] for row in per_symbol),
+            "dq_warning_rows": sum(row["warned"] for row in per_symbol),
             "alert_rows": alert_count,
-            "max_event_time": max_event_time,
-            "watermark": max_event_time - self.watermark_delay if max_event_time else None,
+            "max_event_time": high_water.max_event_time,
+            "watermark": high_water.max_event_time - self.watermark_delay
+            if high_water.max_event_time
+            else None,
+            "symbol_max_event_time": high_water.per_symbol,
+            "validation_seconds": sum(run.seconds for run in runs) if runs else None,
             "started_at": started_at,
             "finished_at": utc_now(),
         }
         progress_row = self.spark.createDataFrame([progress], STREAM_PROGRESS.schema)
         self._append(progress_row, STREAM_PROGRESS.name, batch_id)
-        self._high_water = (batch_id, max_event_time)
+        self._high_water = (batch_id, high_water)
         _crash_point("progress", batch_id)
+
+    def _validate_quotes(
+        self,
+        checked: DataFrame,
+        stats: BatchStats,
+        extra_fields: dict[str, str],
+        watermark: dt.datetime | None,
+    ) -> tuple[SuiteRun | None, DataFrame | None]:
+        """Run the silver suite over the batch's valid quotes; the rows that broke something, by key."""
+        if self.silver_validator is None or not stats.valid_rows:
+            return None, None
+        quotes = with_quote_quality_columns(flag_late(to_silver(checked, extra_fields), watermark))
+        run = self.silver_validator.validate(quotes)
+        errors, warnings = run.failed_rows("error"), run.failed_rows("warn")
+        keys = sorted(set(errors) | set(warnings))
+        if not keys:
+            return run, None
+        rows = [(int(p), int(o), errors.get((p, o), []), warnings.get((p, o), [])) for p, o in keys]
+        return run, self.spark.createDataFrame(rows, OUTCOME_SCHEMA)
+
+    def _high_water_rows(self, high_water: HighWater) -> DataFrame:
+        rows = [(symbol, moment) for symbol, moment in high_water.per_symbol.items()]
+        return self.spark.createDataFrame(rows, "symbol string, max_event_time timestamp")
+
+    def _extra_fields(self, message_schema: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+        """Silver's extra columns for this batch and what producers sent beyond the contract.
+
+        With ``schema.evolve``, every field already added to silver (with its column type) plus the new ones
+        this batch brings; without it, none. The second value describes the fields beyond the contract and
+        silver's columns, for the batch's data-quality record.
+        """
+        columns = self._silver_table_columns()
+        added = {name: kind for name, kind in columns.items() if name not in SILVER.schema.fieldNames()}
+        addable, refused = new_fields(message_schema, list(columns))
+        observed = object_fields(message_schema)
+        drift = {
+            "unknown_fields": {name: observed[name] for name in (*addable, *refused)},
+            "not_addable": refused,
+            "evolve": self.settings.schema_settings.evolve,
+        }
+        if not self.settings.schema_settings.evolve:
+            return {}, drift
+        return {**added, **addable}, drift
+
+    def _silver_table_columns(self) -> dict[str, str]:
+        if self._silver_columns is None:
+            schema = self._table("silver_quotes").schema
+            self._silver_columns = {field.name: field.dataType.simpleString() for field in schema.fields}
+        return self._silver_columns
 
     def _committed(self, name: str, batch_id: int) -> bool:
         return batch_committed(self.spark, self.locations[name], self.stream_id(), batch_id)
 
     def _append(self, rows: DataFrame, name: str, batch_id: int) -> None:
         # Only the first batch of a run can be a replay of a batch that was (partly) written before.
-        append_batch(rows, self.locations[name], self.stream_id(), batch_id, may_be_replay=self._first_batch)
+        evolve = name == "silver_quotes" and self.settings.schema_settings.evolve
+        append_batch(
+            rows,
+            self.locations[name],
+            self.stream_id(),
+            batch_id,
+            may_be_replay=self._first_batch,
+            merge_schema=evolve,
+        )
         _crash_point(name, batch_id)
 
     def _silver_history(self, batch_id: int, stats: BatchStats) -> DataFrame:
@@ -236,21 +377,66 @@ class QuoteBatchWriter:
 
     def _update_bars(
         self, history: DataFrame, new_quotes: DataFrame, stats: BatchStats, batch_id: int
-    ) -> None:
+    ) -> SuiteRun | None:
         """Recompute the bars of every (symbol, minute) the batch touched and MERGE them into gold.
 
         The minute's quotes are this batch's new ones plus those of other batches, which the history
         already holds (it reaches to the end of the last touched minute): no second read of silver.
+        Then the bars suite validates those bars as gold now holds them, against their quotes.
         """
         keys = bar_keys(new_quotes)
-        quotes = history.select(*new_quotes.columns).unionByName(new_quotes)
+        core = SILVER.schema.fieldNames()
+        quotes = history.select(*core).unionByName(new_quotes.select(*core))
         touched = quotes.join(
             keys.hint("broadcast"),
             (quotes.symbol == keys.symbol) & (F.date_trunc("minute", quotes.event_time) == keys.bar_start),
             "left_semi",
         )
-        upsert_bars(self.spark, self.locations["gold_bars_1m"], one_minute_bars(touched), stats.event_dates)
+        location = self.locations["gold_bars_1m"]
+        upsert_bars(self.spark, location, one_minute_bars(touched), stats.event_dates)
         _crash_point("gold", batch_id)
+        if self.bars_validator is None:
+            return None
+        stored = (
+            read_table(self.spark, location)
+            .where(F.col("bar_date").isin(stats.event_dates))
+            .join(keys.hint("broadcast"), ["symbol", "bar_start"], "left_semi")
+        )
+        bars = with_quote_totals(stored, touched).persist()
+        try:
+            return self.bars_validator.validate(bars)
+        finally:
+            bars.unpersist()
+
+
+def _validators(settings: Settings) -> tuple[SuiteValidator | None, SuiteValidator | None]:
+    """The silver and bars suites' validators (None where quality is off or a suite is empty)."""
+    quality = settings.quality
+    if not quality.enabled:
+        return None, None
+    # Evolved silver columns are not known at start: expectations may name them.
+    columns = {
+        k: v for k, v in SUITE_COLUMNS.items() if k != "silver_quotes" or not settings.schema_settings.evolve
+    }
+    check_quality_config(quality, columns)
+    silver = quality.suites.silver_quotes
+    bars = quality.suites.gold_bars_1m
+    return (
+        SuiteValidator("silver_quotes", silver, SILVER_ROW_KEY) if active_expectations(silver) else None,
+        SuiteValidator("gold_bars_1m", bars, ("symbol", "bar_start")) if active_expectations(bars) else None,
+    )
+
+
+def _advance(
+    previous: HighWater, batch_max: dt.datetime | None, per_symbol: dict[str, dt.datetime]
+) -> HighWater:
+    """The high-water marks after a batch: the later of the previous ones and the batch's own."""
+    overall = max((t for t in (previous.max_event_time, batch_max) if t is not None), default=None)
+    merged = dict(previous.per_symbol)
+    for symbol, moment in per_symbol.items():
+        if moment is not None and (symbol not in merged or moment > merged[symbol]):
+            merged[symbol] = moment
+    return HighWater(overall, merged)
 
 
 def _end_of_minute(moment: dt.datetime) -> dt.datetime:

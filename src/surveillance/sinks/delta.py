@@ -29,11 +29,24 @@ def batch_committed(spark: SparkSession, location: str, stream_id: str, batch_id
     )
 
 
-def append_batch(rows: DataFrame, location: str, stream_id: str, batch_id: int, may_be_replay: bool) -> bool:
-    """Append a micro-batch's rows; when it may be a replay, skip it if it already committed."""
+def append_batch(
+    rows: DataFrame,
+    location: str,
+    stream_id: str,
+    batch_id: int,
+    may_be_replay: bool,
+    merge_schema: bool = False,
+) -> bool:
+    """Append a micro-batch's rows; when it may be a replay, skip it if it already committed.
+
+    ``merge_schema``: columns the table lacks are added to it (Delta schema evolution).
+    """
     if may_be_replay and batch_committed(rows.sparkSession, location, stream_id, batch_id):
         return False
-    rows.write.format("delta").mode("append").save(location)
+    writer = rows.write.format("delta").mode("append")
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(location)
     return True
 
 

@@ -7,6 +7,8 @@ the text "101.5" is told apart from the number 101.5 without a per-row Python pa
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -46,31 +48,30 @@ def _is_number(name: str) -> Column:
     return _kind(name).isin(*_INTEGER_TYPES, "FLOAT", "DOUBLE") | _kind(name).startswith("DECIMAL")
 
 
-def _is_finite(number: Column) -> Column:
-    return ~F.isnan(number) & (F.abs(number) != F.lit(float("inf")))
+def _present(name: str) -> Column:
+    return ~_is_missing(name)
 
 
 def _string_checks(name: str) -> list[tuple[Column, str]]:
-    return [
-        (_is_missing(name), f"missing_{name}"),
-        (_kind(name) != "STRING", f"{name}_not_string"),
-        (F.length(F.trim(_raw(name))) == 0, f"empty_{name}"),
-    ]
+    return [(_present(name) & (_kind(name) != "STRING"), f"{name}_not_string")]
 
 
-def _positive_number_checks(name: str, required: bool) -> list[tuple[Column, str]]:
-    present = ~_is_missing(name)
-    checks = [(~present, f"missing_{name}")] if required else []
+def _number_checks(name: str) -> list[tuple[Column, str]]:
+    present = _present(name)
     return [
-        *checks,
         (present & ~_is_number(name), f"{name}_not_number"),
-        (present & ~_is_finite(_raw(name)), f"{name}_not_finite"),
-        (present & (_raw(name) <= 0), f"{name}_not_positive"),
+        # A number too large for a double cannot be represented: refuse it rather than store NULL.
+        (present & _raw(name).isNull(), f"{name}_out_of_range"),
     ]
 
 
 def _reject_reason() -> Column:
-    """The first contract rule a parsed record breaks, or NULL (columns from :func:`parse_quotes`)."""
+    """The first contract rule a parsed record breaks, or NULL (columns from :func:`parse_quotes`).
+
+    The contract is the message's shape: JSON, an object, and each known field of its JSON type. Values
+    (present, positive, within bounds, a known symbol...) are the expectation suite's job (see
+    :mod:`surveillance.quality`), so every such rule has one home, a name and a severity.
+    """
     volume_kind = _kind("volume")
     checks: list[tuple[Column, str]] = [
         (F.col("value").isNull() | (F.length(F.trim("value")) == 0), "empty_value"),
@@ -78,19 +79,20 @@ def _reject_reason() -> Column:
         (~F.col("_doc_kind").startswith("OBJECT<"), "not_an_object"),
         *_string_checks("event_id"),
         *_string_checks("symbol"),
-        (_is_missing("event_time"), "missing_event_time"),
-        (_kind("event_time") != "STRING", "event_time_not_string"),
-        (~_raw("event_time").rlike(ISO_UTC) | F.col("_event_time").isNull(), "bad_event_time"),
-        *_positive_number_checks("price", required=True),
-        (_is_missing("volume"), "missing_volume"),
+        *_string_checks("event_time"),
         (
-            ~(volume_kind.isin(*_INTEGER_TYPES) | volume_kind.rlike(r"^DECIMAL\(\d+,0\)$")),
+            _present("event_time") & (~_raw("event_time").rlike(ISO_UTC) | F.col("_event_time").isNull()),
+            "bad_event_time",
+        ),
+        *_number_checks("price"),
+        (
+            _present("volume")
+            & ~(volume_kind.isin(*_INTEGER_TYPES) | volume_kind.rlike(r"^DECIMAL\(\d+,0\)$")),
             "volume_not_integer",
         ),
-        (_raw("volume").isNull(), "volume_out_of_range"),
-        (_raw("volume") < 0, "volume_negative"),
-        *_positive_number_checks("bid", required=False),
-        *_positive_number_checks("ask", required=False),
+        (_present("volume") & _raw("volume").isNull(), "volume_out_of_range"),
+        *_number_checks("bid"),
+        *_number_checks("ask"),
     ]
     reason = F.lit(None).cast("string")
     # Build the CASE from the last check to the first so that the first failing rule wins.
@@ -112,7 +114,84 @@ def parse_quotes(bronze: DataFrame) -> DataFrame:
         fields[f"_raw_{name}"] = F.try_variant_get("_doc", f"$.{name}", spark_type)
     typed = doc.withColumns(fields).withColumn("_event_time", _raw("event_time").try_cast("timestamp"))
     checked = typed.withColumn("reject_reason", _reject_reason())
-    return checked.drop("_doc", "_doc_kind", *[f"_kind_{name}" for name in _TYPED_FIELDS])
+    # _doc stays: schema evolution reads producers' new fields from it.
+    return checked.drop("_doc_kind", *[f"_kind_{name}" for name in _TYPED_FIELDS])
+
+
+# A producer's new field becomes a silver column only under a plain name (Delta without column mapping
+# refuses spaces and punctuation; Spark matches names case-insensitively).
+_EVOLVABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_DECIMAL = re.compile(r"^DECIMAL\((\d+),(\d+)\)$")
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, quoted, start = [], 0, False, 0
+    for i, char in enumerate(text):
+        if char == "`":
+            quoted = not quoted
+        elif not quoted and char == "<":
+            depth += 1
+        elif not quoted and char == ">":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(text[start:i].strip())
+            start = i + 1
+    tail = text[start:].strip()
+    return [*parts, tail] if tail else parts
+
+
+def object_fields(variant_schema: str | None) -> dict[str, str]:
+    """{field: VARIANT type} of an ``OBJECT<...>`` schema from ``schema_of_variant(_agg)``; {} otherwise."""
+    if not variant_schema or not variant_schema.startswith("OBJECT<"):
+        return {}
+    fields = {}
+    for part in _split_top_level(variant_schema[len("OBJECT<") : -1]):
+        name, _, kind = part.partition(": ")
+        fields[name[1:-1].replace("``", "`") if name.startswith("`") else name] = kind
+    return fields
+
+
+def silver_type(variant_type: str) -> str | None:
+    """The silver column type for a new field's VARIANT type (nested or mixed values kept as JSON text).
+
+    None for VOID: only nulls seen so far, so no type to choose yet.
+    """
+    if variant_type == "VOID":
+        return None
+    if variant_type in _INTEGER_TYPES:
+        return "bigint"
+    if variant_type in ("FLOAT", "DOUBLE"):
+        return "double"
+    if variant_type in ("BOOLEAN", "STRING", "DATE"):
+        return variant_type.lower()
+    decimal = _DECIMAL.match(variant_type)
+    if decimal:
+        return "bigint" if decimal.group(2) == "0" and int(decimal.group(1)) <= 18 else "double"
+    return "string"
+
+
+def new_fields(variant_schema: str | None, existing_columns: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Fields of the batch's messages beyond the contract and the existing columns.
+
+    Returns ({name: silver type} for those that can become columns, [names that cannot]): a field whose
+    name is not a plain identifier or clashes (ignoring case) with an existing column stays in bronze only.
+    """
+    taken = {name.lower() for name in (*existing_columns, *_TYPED_FIELDS)}
+    addable, refused = {}, []
+    for name, kind in object_fields(variant_schema).items():
+        if name in _TYPED_FIELDS or name in existing_columns:
+            continue
+        spark_type = silver_type(kind)
+        if not _EVOLVABLE_NAME.match(name) or name.lower() in taken:
+            refused.append(name)
+        elif spark_type is not None:
+            addable[name] = spark_type
+    return addable, refused
+
+
+def _array_or_empty(rows: DataFrame, name: str) -> Column:
+    # Parsed rows carry expectation outcomes once validated (see surveillance.quality.columns).
+    return F.col(name) if name in rows.columns else F.array().cast("array<string>")
 
 
 def to_quarantine(checked: DataFrame) -> DataFrame:
@@ -120,6 +199,7 @@ def to_quarantine(checked: DataFrame) -> DataFrame:
     rejected = checked.where(F.col("reject_reason").isNotNull())
     return rejected.select(
         F.col("reject_reason").alias("reason"),
+        _array_or_empty(checked, "dq_errors").alias("failed_expectations"),
         F.col("value").alias("raw_value"),
         "key",
         "topic",
@@ -133,8 +213,13 @@ def to_quarantine(checked: DataFrame) -> DataFrame:
     ).select(*QUARANTINE.schema.fieldNames())
 
 
-def to_silver(checked: DataFrame) -> DataFrame:
-    """Valid parsed rows -> typed silver quotes (``is_late`` is set later by :func:`flag_late`)."""
+def to_silver(checked: DataFrame, extra_fields: Mapping[str, str] | None = None) -> DataFrame:
+    """Valid parsed rows -> typed silver quotes (``is_late``/``is_out_of_order`` are set later).
+
+    ``extra_fields`` ({name: type}) are message fields beyond the contract kept as extra columns after the
+    silver ones (schema evolution); a value that does not convert to the column's type reads NULL (the
+    message itself stays in bronze).
+    """
     valid = checked.where(F.col("reject_reason").isNull())
     typed = valid.select(
         _raw("event_id").alias("event_id"),
@@ -146,14 +231,20 @@ def to_silver(checked: DataFrame) -> DataFrame:
         _raw("ask").alias("ask"),
         F.to_date("_event_time").alias("event_date"),
         F.lit(None).cast("boolean").alias("is_late"),
+        F.lit(None).cast("boolean").alias("is_out_of_order"),
+        _array_or_empty(checked, "dq_warnings").alias("dq_warnings"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         "kafka_timestamp",
         "ingested_at",
         "stream_id",
         "batch_id",
+        *[
+            F.try_variant_get("_doc", f"$.{name}", kind).alias(name)
+            for name, kind in (extra_fields or {}).items()
+        ],
     )
-    return typed.select(*SILVER.schema.fieldNames())
+    return typed.select(*SILVER.schema.fieldNames(), *(extra_fields or {}))
 
 
 def first_per_event_id(quotes: DataFrame) -> DataFrame:
