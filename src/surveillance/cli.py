@@ -150,6 +150,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dq(args: argparse.Namespace) -> int:
+    from surveillance.lakehouse import table_locations
+    from surveillance.quality.report import load_dq_status, print_dq_status, write_dq_report
+    from surveillance.reporting.summary import wide_console
+    from surveillance.spark import get_spark
+
+    settings = _settings(args)
+    spark = get_spark(settings)
+    locations = table_locations(settings)
+    if args.action == "status":
+        print_dq_status(load_dq_status(spark, locations, last=args.last or 10), wide_console())
+        return 0
+    if args.action == "bench":
+        from surveillance.quality.bench import run_dq_bench
+
+        run_dq_bench(spark, settings, out=Path(args.out) / "dq_bench.json", console=console)
+        return 0
+    page, docs = write_dq_report(spark, locations, Path(args.out), last=args.last or 200)
+    console.print(f"data-quality page: {page}\nGX Data Docs: {docs}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from surveillance.demo import run_demo
 
@@ -251,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", parents=[common], help="write the plotly HTML report")
     report.add_argument("--out", default="reports")
     report.set_defaults(func=cmd_report)
+
+    dq = commands.add_parser("dq", parents=[common], help="data quality: status | report | bench")
+    dq.add_argument("action", choices=["status", "report", "bench"])
+    dq.add_argument("--last", type=int, default=None, help="micro-batches to show (status 10, report 200)")
+    dq.add_argument("--out", default="reports/dq", help="report folder")
+    dq.set_defaults(func=cmd_dq)
 
     demo = commands.add_parser("demo", parents=[common], help="the whole pipeline on the sample, end to end")
     demo.add_argument("--sample", default="data/samples/quotes_sample.jsonl")

@@ -14,6 +14,7 @@ from surveillance.kafka.admin import ensure_topics
 from surveillance.kafka.broker import LocalBroker
 from surveillance.lakehouse import table_locations
 from surveillance.pipeline.runner import run_stream
+from surveillance.quality.report import load_dq_status, print_dq_status, write_dq_report
 from surveillance.reporting.plots import write_report
 from surveillance.reporting.summary import print_summary, summarize, wide_console
 from surveillance.spark import get_spark
@@ -55,7 +56,7 @@ def run_demo(
     keep_kafka: bool = False,
     console: Console | None = None,
 ) -> None:
-    """Run the whole pipeline once on ``sample`` and leave a summary and an HTML report."""
+    """Run the whole pipeline once on ``sample`` and leave a summary and the HTML reports."""
     console = console or Console(stderr=True)
     settings = local_run_settings(env, DEMO_OVERRIDES, overrides)
     if not sample.exists():
@@ -85,9 +86,13 @@ def run_demo(
         locations = table_locations(settings)
         print_summary(summarize(spark, locations), wide_console())
 
-        console.rule("5/5 report")
+        print_dq_status(load_dq_status(spark, locations, last=5), wide_console())
+
+        console.rule("5/5 reports")
         path = write_report(spark, locations, reports)
         console.print(f"report: {path.resolve()}")
+        page, docs = write_dq_report(spark, locations, reports / "dq")
+        console.print(f"data quality: {page.resolve()}\nGX Data Docs: {docs.resolve()}")
         console.print(f"tables: {resolve_local_path(settings.lakehouse.root)}")
         # Stop Spark before Kafka, so its cached Kafka producer does not keep calling a stopped broker.
         spark.stop()

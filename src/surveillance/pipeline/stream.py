@@ -302,8 +302,11 @@ class QuoteBatchWriter:
         """Run the silver suite over the batch's valid quotes; the rows that broke something, by key."""
         if self.silver_validator is None or not stats.valid_rows:
             return None, None
-        quotes = with_quote_quality_columns(flag_late(to_silver(checked, extra_fields), watermark))
-        run = self.silver_validator.validate(quotes)
+        quotes = with_quote_quality_columns(flag_late(to_silver(checked, extra_fields), watermark)).persist()
+        try:
+            run = self.silver_validator.validate(quotes)
+        finally:
+            quotes.unpersist()
         errors, warnings = run.failed_rows("error"), run.failed_rows("warn")
         keys = sorted(set(errors) | set(warnings))
         if not keys:

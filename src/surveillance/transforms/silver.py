@@ -129,9 +129,9 @@ def _split_top_level(text: str) -> list[str]:
     for i, char in enumerate(text):
         if char == "`":
             quoted = not quoted
-        elif not quoted and char == "<":
+        elif not quoted and char in "<(":
             depth += 1
-        elif not quoted and char == ">":
+        elif not quoted and char in ">)":
             depth -= 1
         elif not quoted and depth == 0 and char == ",":
             parts.append(text[start:i].strip())
