@@ -152,7 +152,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_dq(args: argparse.Namespace) -> int:
     from surveillance.lakehouse import table_locations
-    from surveillance.quality.report import load_dq_status, print_dq_status, write_dq_report
+    from surveillance.quality.report import (
+        configured_suites,
+        load_dq_status,
+        print_dq_status,
+        write_dq_report,
+    )
     from surveillance.reporting.summary import wide_console
     from surveillance.spark import get_spark
 
@@ -167,7 +172,9 @@ def cmd_dq(args: argparse.Namespace) -> int:
 
         run_dq_bench(spark, settings, out=Path(args.out) / "dq_bench.json", console=console)
         return 0
-    page, docs = write_dq_report(spark, locations, Path(args.out), last=args.last or 200)
+    page, docs = write_dq_report(
+        spark, locations, Path(args.out), last=args.last or 200, suites=configured_suites(settings)
+    )
     console.print(f"data-quality page: {page}\nGX Data Docs: {docs}")
     return 0
 

@@ -14,7 +14,7 @@ from surveillance.kafka.admin import ensure_topics
 from surveillance.kafka.broker import LocalBroker
 from surveillance.lakehouse import table_locations
 from surveillance.pipeline.runner import run_stream
-from surveillance.quality.report import load_dq_status, print_dq_status, write_dq_report
+from surveillance.quality.report import configured_suites, load_dq_status, print_dq_status, write_dq_report
 from surveillance.reporting.plots import write_report
 from surveillance.reporting.summary import print_summary, summarize, wide_console
 from surveillance.spark import get_spark
@@ -91,7 +91,7 @@ def run_demo(
         console.rule("5/5 reports")
         path = write_report(spark, locations, reports)
         console.print(f"report: {path.resolve()}")
-        page, docs = write_dq_report(spark, locations, reports / "dq")
+        page, docs = write_dq_report(spark, locations, reports / "dq", suites=configured_suites(settings))
         console.print(f"data quality: {page.resolve()}\nGX Data Docs: {docs.resolve()}")
         console.print(f"tables: {resolve_local_path(settings.lakehouse.root)}")
         # Stop Spark before Kafka, so its cached Kafka producer does not keep calling a stopped broker.

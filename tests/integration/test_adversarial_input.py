@@ -3,7 +3,7 @@
 Hypothesis builds batches of broken JSON, wrong types, NaN/Infinity, huge numbers, control characters,
 empty objects, arrays, nested junk, very long strings and duplicate keys, mixed with valid quotes. After
 ``stream --once``: bronze holds every message, every rejected one is in quarantine with the reason the
-pure-Python reference check (``check_quote_line``) gives, and silver holds exactly the valid ones.
+pure-Python reference check (``check_quote_line``, given the silver suite) gives, and silver holds exactly the valid ones.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def test_adversarial_messages_are_kept_or_quarantined(
         quarantine = pipeline.pandas("quarantine_quotes")
 
     assert sorted(bronze.value) == sorted(lines)
-    expected = [(line, check_quote_line(line)) for line in lines]
+    suite = {name: spec.model_dump() for name, spec in pipeline.settings.quality.suites.silver_quotes.items()}
+    expected = [(line, check_quote_line(line, suite)) for line in lines]
     rejected = sorted((line, reason) for line, reason in expected if reason)
     assert sorted(zip(quarantine.raw_value, quarantine.reason, strict=True)) == rejected
     valid_ids = {json.loads(line)["event_id"] for line, reason in expected if reason is None}

@@ -89,7 +89,7 @@ def single_partition(pipeline: Pipeline) -> Pipeline:
 # Each run dies at a later step of the same micro-batch, so every restart replays a batch that is written
 # a little further than before: nothing, then published alerts, then some appends, ..., then all but the
 # progress row. The last run finishes.
-CRASH_SEQUENCE = ("publish", "bronze_quotes", "silver_quotes", "alerts", "gold", "progress")
+CRASH_SEQUENCE = ("publish", "bronze_quotes", "silver_quotes", "alerts", "gold", "dq_results", "progress")
 
 
 def test_crash_at_every_step_of_a_batch_then_restart(
@@ -131,6 +131,9 @@ def test_crash_at_every_step_of_a_batch_then_restart(
     assert np.allclose(gold.close, expected.close) and (gold.volume == expected.volume).all()
     progress = pipeline.pandas("stream_progress")
     assert sorted(progress.batch_id) == [0, 1]
+    results = pipeline.pandas("dq_results")
+    assert not results.duplicated(["stream_id", "batch_id", "suite", "expectation"]).any()
+    assert sorted(results.batch_id.unique()) == [0, 1]
 
 
 def test_sigkill_at_any_moment_then_restart(

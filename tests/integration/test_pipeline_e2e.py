@@ -76,7 +76,31 @@ def test_dirty_replay_end_to_end(
     spikes = set(alerts[alerts.rule == "volume_spike"].event_id)
     assert set(labels[labels.anomaly_type == "volume_spike"].event_id) <= spikes
     evidence = json.loads(jumps.iloc[0].details)
-    assert {"previous_price", "previous_event_id", "return"} <= set(evidence)
+    assert {"previous_price", "previous_event_id", "return", "dq_warnings"} <= set(evidence)
+    assert (jumps.confidence == "high").all()  # no book fault sits near an anomaly
+
+    # Book faults flow on, flagged by the warn expectations; late quotes are also out of order.
+    warned = {row.event_id: list(row.dq_warnings) for row in silver.itertuples() if len(row.dq_warnings)}
+    crossed = set(manifest[manifest.kind == "crossed"].event_id)
+    wide = set(manifest[manifest.kind == "wide_spread"].event_id)
+    assert {e for e, w in warned.items() if "bid_not_above_ask" in w} == crossed
+    assert {e for e, w in warned.items() if "spread_within_bound" in w} == wide
+    assert late_ids <= set(silver[silver.is_out_of_order].event_id)
+
+    # dq_results: each micro-batch's suites, whose counts add up to what the data holds.
+    results = pipeline.pandas("dq_results")
+    progress = pipeline.pandas("stream_progress")
+    assert set(results.batch_id) == set(progress.batch_id)
+    per_expectation = results[results.suite == "silver_quotes"].groupby("expectation").unexpected_count.sum()
+    assert per_expectation["bid_not_above_ask"] == len(crossed)
+    assert per_expectation["spread_within_bound"] == len(wide)
+    assert per_expectation["price_positive_finite"] == int(
+        manifest.detail.isin(["price_negative", "price_zero"]).sum()
+    )
+    assert results[results.suite == "gold_bars_1m"].success.all()
+    drift = results[results.suite == "contract"]
+    assert {"venue"} == set().union(*(json.loads(v) for v in drift.observed_value))
+    assert progress.quarantine_rows.sum() == len(quarantine) and progress.silver_rows.sum() == len(silver)
 
     # Gold bars equal an independent pandas computation over the valid quotes.
     gold = pipeline.pandas("gold_bars_1m").sort_values(["symbol", "bar_start"], ignore_index=True)

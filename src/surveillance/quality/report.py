@@ -7,6 +7,7 @@ while the stream runs, after it, or on another machine that can read the tables.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from pyspark.sql import functions as F
 from rich.console import Console
 from rich.table import Table
 
+from surveillance.config import ExpectationSpec, Settings
 from surveillance.lakehouse import read_table
 from surveillance.quality.results import CONTRACT_SUITE
+from surveillance.quality.validation import active_expectations, build_expectation
 
 _BATCH_COLUMNS = [
     "stream_id",
@@ -189,11 +192,14 @@ def write_dq_page(batches: pd.DataFrame, results: pd.DataFrame, reasons: pd.Data
     return path
 
 
-def write_data_docs(results: pd.DataFrame, out_dir: Path) -> Path:
+def write_data_docs(
+    results: pd.DataFrame, out_dir: Path, suites: Mapping[str, Mapping[str, ExpectationSpec]] | None = None
+) -> Path:
     """Great Expectations Data Docs (static HTML) for the given ``dq_results`` rows, one page per batch.
 
     The validation results are rebuilt from the table (GX's own result objects, with the expectation's
     type, arguments, name and severity), so the docs can be made at any time from the lakehouse alone.
+    ``suites`` (the configured ones) adds a page per expectation suite, which the index links to.
     """
     import logging
     import shutil
@@ -208,6 +214,7 @@ def write_data_docs(results: pd.DataFrame, out_dir: Path) -> Path:
     )
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+    out_dir = out_dir.resolve()  # GX's file store wants an absolute path
     shutil.rmtree(out_dir, ignore_errors=True)
     context = gx.get_context(mode="ephemeral")
     context.add_data_docs_site(
@@ -219,6 +226,11 @@ def write_data_docs(results: pd.DataFrame, out_dir: Path) -> Path:
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
+    for suite, specs in (suites or {}).items():
+        expectations = [
+            build_expectation(suite, n, spec, None) for n, spec in active_expectations(specs).items()
+        ]
+        context.suites.add(gx.ExpectationSuite(name=suite, expectations=expectations))
     gx_results = results[results["suite"] != CONTRACT_SUITE]
     for (stream_id, batch_id, suite), rows in gx_results.groupby(["stream_id", "batch_id", "suite"]):
         run_time = pd.Timestamp(rows["run_time"].min()).to_pydatetime()
@@ -260,7 +272,11 @@ def write_data_docs(results: pd.DataFrame, out_dir: Path) -> Path:
 
 
 def write_dq_report(
-    spark: SparkSession, locations: dict[str, str], out_dir: Path, last: int = 200
+    spark: SparkSession,
+    locations: dict[str, str],
+    out_dir: Path,
+    last: int = 200,
+    suites: Mapping[str, Mapping[str, ExpectationSpec]] | None = None,
 ) -> tuple[Path, Path]:
     """The plotly page (``dq_report.html``) and GX Data Docs (``gx/index.html``) for the last batches."""
     progress = read_table(spark, locations["stream_progress"])
@@ -274,5 +290,11 @@ def write_dq_report(
     quarantine = read_table(spark, locations["quarantine_quotes"])
     reasons = quarantine.groupBy("reason").agg(F.count("*").alias("records")).toPandas()
     page = write_dq_page(batches, results, reasons, out_dir / "dq_report.html")
-    docs = write_data_docs(results, out_dir / "gx")
+    docs = write_data_docs(results, out_dir / "gx", suites)
     return page, docs
+
+
+def configured_suites(settings: Settings) -> dict[str, Mapping[str, ExpectationSpec]]:
+    """The suites as configured, for the Data Docs' suite pages."""
+    suites = settings.quality.suites
+    return {name: getattr(suites, name) for name in type(suites).model_fields}

@@ -38,7 +38,17 @@ def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> 
     top_alerts = (
         alerts.orderBy(_severity_rank().desc(), (F.col("score") / F.col("threshold")).desc(), "alert_id")
         .limit(top)
-        .select("rule", "symbol", "event_time", "event_id", "score", "threshold", "severity", "details")
+        .select(
+            "rule",
+            "symbol",
+            "event_time",
+            "event_id",
+            "score",
+            "threshold",
+            "severity",
+            "confidence",
+            "details",
+        )
     )
     late = read_table(spark, locations["silver_quotes"]).where("is_late").count()
     return LakehouseSummary(
@@ -86,13 +96,15 @@ def print_summary(summary: LakehouseSummary, console: Console | None = None) -> 
     console.print(matrix)
 
     top = Table(title="Top alerts and their evidence")
-    for column in ("severity", "rule", "symbol", "event_time", "event_id", "score", "evidence"):
+    for column in ("severity", "confidence", "rule", "symbol", "event_time", "event_id", "score", "evidence"):
         top.add_column(column, overflow="fold")
     for alert in summary.top_alerts:
         evidence = json.loads(alert["details"])
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in evidence.items())
+        # Empty lists (no data-quality warnings) say nothing: leave them out.
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in evidence.items() if v != [])
         top.add_row(
             alert["severity"],
+            alert["confidence"] or "",
             alert["rule"],
             alert["symbol"],
             str(alert["event_time"]),
