@@ -220,6 +220,12 @@ class ExpectationSpec(_Strict):
     severity: Severity = "error"
     description: str = ""
 
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
+
 
 _EXPECTATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

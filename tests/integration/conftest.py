@@ -55,11 +55,21 @@ class Pipeline:
         return self.table(name).toPandas()
 
 
-@pytest.fixture(scope="session")
-def new_pipeline(kafka_settings: Settings, spark: SparkSession) -> Callable[[Path], Pipeline]:
-    """Make a pipeline on its own topics (4 quote partitions), tables and checkpoint under a folder."""
+def _bars_suite_off(settings: Settings) -> list[str]:
+    return [
+        f"quality.suites.gold_bars_1m.{name}.severity=off" for name in settings.quality.suites.gold_bars_1m
+    ]
 
-    def make(workdir: Path) -> Pipeline:
+
+@pytest.fixture(scope="session")
+def new_pipeline(kafka_settings: Settings, spark: SparkSession) -> Callable[..., Pipeline]:
+    """Make a pipeline on its own topics (4 quote partitions), tables and checkpoint under a folder.
+
+    The bars suite (seconds per micro-batch on two cores) runs only where a test asks for it
+    (``bars_suite=True``): the acceptance and data-quality tests check it; the others test other things.
+    """
+
+    def make(workdir: Path, bars_suite: bool = False) -> Pipeline:
         suffix = uuid.uuid4().hex[:8]
         settings = kafka_settings.with_overrides(
             f"lakehouse.root={workdir}/lakehouse",
@@ -67,6 +77,7 @@ def new_pipeline(kafka_settings: Settings, spark: SparkSession) -> Callable[[Pat
             f"kafka.topics.quotes=quotes_{suffix}",
             f"kafka.topics.alerts=alerts_{suffix}",
             "stream.max_offsets_per_trigger=4000",
+            *([] if bars_suite else _bars_suite_off(kafka_settings)),
         )
         ensure_topics(settings.kafka)
         return Pipeline(settings, spark, workdir)
@@ -75,9 +86,15 @@ def new_pipeline(kafka_settings: Settings, spark: SparkSession) -> Callable[[Pat
 
 
 @pytest.fixture
-def pipeline(new_pipeline: Callable[[Path], Pipeline], tmp_path: Path) -> Pipeline:
-    """A fresh, isolated pipeline for one test."""
+def pipeline(new_pipeline: Callable[..., Pipeline], tmp_path: Path) -> Pipeline:
+    """A fresh, isolated pipeline for one test (without the bars suite)."""
     return new_pipeline(tmp_path)
+
+
+@pytest.fixture
+def full_pipeline(new_pipeline: Callable[..., Pipeline], tmp_path: Path) -> Pipeline:
+    """A fresh, isolated pipeline with every configured expectation suite."""
+    return new_pipeline(tmp_path, bars_suite=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 Hypothesis builds batches of broken JSON, wrong types, NaN/Infinity, huge numbers, control characters,
 empty objects, arrays, nested junk, very long strings and duplicate keys, mixed with valid quotes. After
 ``stream --once``: bronze holds every message, every rejected one is in quarantine with the reason the
-pure-Python reference check (``check_quote_line``, given the silver suite) gives, and silver holds exactly the valid ones.
+pure-Python reference check (``check_quote_line``, given the silver suite) gives, and silver holds exactly
+the valid ones.
 """
 
 from __future__ import annotations

@@ -42,7 +42,10 @@ def _steady(symbol: str, start: dt.datetime, count: int, price: float = 100.0) -
     return [_quote(f"{symbol}-{n:03d}", symbol, start + dt.timedelta(seconds=n), price) for n in range(count)]
 
 
-def test_quality_routes_rows_records_results_and_feeds_detection(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_quality_routes_rows_records_results_and_feeds_detection(
+    full_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline = full_pipeline
     # Fresh event times, and the staleness check on (the local overlay turns it off for old samples).
     pipeline.settings = pipeline.settings.with_overrides(
         "quality.suites.silver_quotes.event_lag_within_bounds.severity=warn"

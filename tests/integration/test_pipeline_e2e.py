@@ -23,8 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_dirty_replay_end_to_end(
-    pipeline: Pipeline, dirty_quotes: GeneratedQuotes, expected_bars: Callable
+    full_pipeline: Pipeline, dirty_quotes: GeneratedQuotes, expected_bars: Callable
 ) -> None:
+    pipeline = full_pipeline
     sent = pipeline.send(dirty_quotes)
     assert sent == len(dirty_quotes.raw_lines)
     pipeline.run_once()

@@ -12,12 +12,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from surveillance.config import Settings
 from surveillance.kafka.admin import topic_end_offsets
 from surveillance.pipeline.stream import processed_offsets, start_stream, wait_for
+from surveillance.quality.validation import preload_great_expectations
 from surveillance.spark import get_spark
 
 
 def run_stream(settings: Settings, once: bool = False, console: Console | None = None) -> None:
     """Start the streaming job and block until it stops (``once``: when everything available is done)."""
     console = console or Console(stderr=True)
+    if settings.quality.enabled:
+        preload_great_expectations()  # overlaps the import with Spark's start-up
     spark = get_spark(settings)
     # With availableNow the query stops at the offsets that exist when it starts: that is the total.
     total = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values()) if once else None

@@ -412,6 +412,20 @@ class QuoteBatchWriter:
             bars.unpersist()
 
 
+# Building a GX context and its suites takes seconds: a process that starts several queries (notebooks,
+# tests) reuses them. Keyed by the suite's configuration, so a changed suite gets a new validator.
+_VALIDATORS: dict[str, SuiteValidator] = {}
+
+
+def _validator(suite: str, specs: dict[str, Any], row_key: tuple[str, ...]) -> SuiteValidator | None:
+    if not active_expectations(specs):
+        return None
+    key = json.dumps([suite, {n: s.model_dump() for n, s in specs.items()}, row_key], sort_keys=True)
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = SuiteValidator(suite, specs, row_key)
+    return _VALIDATORS[key]
+
+
 def _validators(settings: Settings) -> tuple[SuiteValidator | None, SuiteValidator | None]:
     """The silver and bars suites' validators (None where quality is off or a suite is empty)."""
     quality = settings.quality
@@ -422,11 +436,9 @@ def _validators(settings: Settings) -> tuple[SuiteValidator | None, SuiteValidat
         k: v for k, v in SUITE_COLUMNS.items() if k != "silver_quotes" or not settings.schema_settings.evolve
     }
     check_quality_config(quality, columns)
-    silver = quality.suites.silver_quotes
-    bars = quality.suites.gold_bars_1m
     return (
-        SuiteValidator("silver_quotes", silver, SILVER_ROW_KEY) if active_expectations(silver) else None,
-        SuiteValidator("gold_bars_1m", bars, ("symbol", "bar_start")) if active_expectations(bars) else None,
+        _validator("silver_quotes", quality.suites.silver_quotes, SILVER_ROW_KEY),
+        _validator("gold_bars_1m", quality.suites.gold_bars_1m, ("symbol", "bar_start")),
     )
 
 
