@@ -45,6 +45,7 @@ def _overrides(settings: Settings) -> list[str]:
         f"stream.max_offsets_per_trigger={settings.stream.max_offsets_per_trigger}",
         "spark.master=local[2]",
         "spark.shuffle_partitions=2",
+        f"quality.enabled={str(settings.quality.enabled).lower()}",
         *(
             f"quality.suites.{suite}.{name}.severity={spec.severity}"
             for suite in ("silver_quotes", "gold_bars_1m")
@@ -103,7 +104,10 @@ CRASH_SEQUENCE = ("publish", "silver_quotes", "gold", "dq_results", "progress")
 def test_crash_at_every_step_of_a_batch_then_restart(
     single_partition: Pipeline, dirty_quotes: GeneratedQuotes, expected_bars: Callable
 ) -> None:
+    # Six cold starts: without GX each is ~20 s cheaper. dq_results still gets each batch's schema-drift
+    # row, so its exactly-once is checked here; replays through GX are covered by the SIGKILL test below.
     pipeline = single_partition
+    pipeline.settings = pipeline.settings.with_overrides("quality.enabled=false")
     jump = dirty_quotes.labels[dirty_quotes.labels.anomaly_type == "price_jump"].iloc[0]
     quotes = dirty_quotes.quotes[dirty_quotes.quotes.symbol == jump.symbol].reset_index(drop=True)
     position = int(quotes.index[quotes.event_id == jump.event_id][0])

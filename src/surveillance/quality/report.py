@@ -24,10 +24,7 @@ from surveillance.lakehouse import read_table
 from surveillance.quality.results import CONTRACT_SUITE
 from surveillance.quality.validation import active_expectations, build_expectation
 
-_BATCH_COLUMNS = [
-    "stream_id",
-    "batch_id",
-    "finished_at",
+_COUNTS = (
     "records_in",
     "silver_rows",
     "quarantine_rows",
@@ -35,9 +32,8 @@ _BATCH_COLUMNS = [
     "duplicate_rows",
     "late_rows",
     "out_of_order_rows",
-    "validation_seconds",
-    "watermark",
-]
+)
+_BATCH_COLUMNS = ["stream_id", "batch_id", "finished_at", *_COUNTS, "validation_seconds", "watermark"]
 
 
 @dataclass(frozen=True)
@@ -109,17 +105,6 @@ def print_dq_status(status: DqStatus, console: Console) -> None:
         console.print("no micro-batch has been processed yet")
         return
     console.print(table)
-
-
-_COUNTS = (
-    "records_in",
-    "silver_rows",
-    "quarantine_rows",
-    "dq_warning_rows",
-    "duplicate_rows",
-    "late_rows",
-    "out_of_order_rows",
-)
 
 
 def pass_rate_figure(results: pd.DataFrame) -> go.Figure:
