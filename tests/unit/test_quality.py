@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from surveillance.config import ConfigError, ExpectationSpec, Settings, load_settings
@@ -287,4 +286,3 @@ def test_expectation_spec_defaults() -> None:
     assert spec.severity == "error"
     with pytest.raises(ValueError):
         ExpectationSpec(expectation="column_to_exist")
-    assert F is not None

@@ -7,6 +7,8 @@ while the stream runs, after it, or on another machine that can read the tables.
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,9 +188,6 @@ def write_data_docs(
     type, arguments, name and severity), so the docs can be made at any time from the lakehouse alone.
     ``suites`` (the configured ones) adds a page per expectation suite, which the index links to.
     """
-    import logging
-    import shutil
-
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
     from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
