@@ -19,7 +19,6 @@ import pandas as pd
 
 QUOTE_FIELDS: tuple[str, ...] = ("event_id", "symbol", "event_time", "price", "volume", "bid", "ask")
 REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "symbol", "event_time", "price", "volume")
-PRICE_FIELDS: tuple[str, ...] = ("price", "bid", "ask")
 PRICE_DECIMALS = 4
 # Same pattern as silver: a date, a 'T', seconds, optional fraction and an explicit UTC designator/offset.
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$")

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pyspark.sql import DataFrame
@@ -63,7 +63,6 @@ class SuiteRun:
     results: list[ExpectationResult]
     seconds: float
     run_time: dt.datetime
-    statistics: dict[str, Any] = field(default_factory=dict)
     # Of ``seconds``: the second pass asking for the keys of unexpected rows (0 when nothing failed).
     row_key_seconds: float = 0.0
 
@@ -226,8 +225,7 @@ class SuiteValidator:
             row_key_seconds = time.perf_counter() - counted
         finished = time.perf_counter()
         ordered = [results[name] for name in self.specs if name in results]
-        statistics = dict(outcome.statistics or {})
-        return SuiteRun(self.suite_name, ordered, finished - started, run_time, statistics, row_key_seconds)
+        return SuiteRun(self.suite_name, ordered, finished - started, run_time, row_key_seconds)
 
     def _row_definition(self, names: tuple[str, ...]) -> Any:
         """A validation of just the named expectations (cached per set of names)."""
