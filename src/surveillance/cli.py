@@ -179,6 +179,24 @@ def cmd_dq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from surveillance.models.registry import model_versions
+    from surveillance.models.report import print_comparison, print_versions
+    from surveillance.reporting.summary import wide_console
+
+    settings = _settings(args)
+    if args.action == "compare":
+        from surveillance.models.compare import compare_detectors
+
+        with console.status("comparing detectors...") as status:
+            comparison = compare_detectors(settings, on_progress=status.update)
+        print_comparison(comparison, wide_console())
+        return 0
+    models = settings.models
+    print_versions(model_versions(settings), models.registered_name, models.champion_alias, wide_console())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from surveillance.demo import run_demo
 
@@ -286,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     dq.add_argument("--last", type=int, default=None, help="micro-batches to show (status 10, report 200)")
     dq.add_argument("--out", default="reports/dq", help="report folder")
     dq.set_defaults(func=cmd_dq)
+
+    models = commands.add_parser(
+        "models", parents=[common], help="anomaly models: compare (train, evaluate, register) | list"
+    )
+    models.add_argument("action", choices=["compare", "list"])
+    models.set_defaults(func=cmd_models)
 
     demo = commands.add_parser("demo", parents=[common], help="the whole pipeline on the sample, end to end")
     demo.add_argument("--sample", default="data/samples/quotes_sample.jsonl")

@@ -271,6 +271,93 @@ class SchemaSettings(_Strict):
     evolve: bool = False
 
 
+DETECTORS = (
+    "fixed_jump",
+    "rolling_zscore",
+    "robust_zscore",
+    "ewma_chart",
+    "isolation_forest",
+    "gradient_boosting",
+)
+SELECTION_METRICS = ("f1", "pr_auc", "precision", "recall")
+
+
+class DataSplit(_Strict):
+    """One labelled data set for the detectors: generated quotes with every anomaly type."""
+
+    seed: int = Field(ge=0)
+    symbols: int = Field(ge=1)
+    # Index of the first ticker: train and test use different symbols.
+    first_symbol: int = Field(0, ge=0)
+    minutes: int = Field(120, ge=10)
+    ticks_per_minute: int = Field(30, ge=1)
+
+
+class EvaluationSettings(_Strict):
+    # Flagged quotes of one symbol less than this apart form one predicted event (one alert to review).
+    merge_gap_seconds: float = Field(30.0, ge=0)
+    # A predicted event counts as a hit when it overlaps a labelled span widened by this much either side.
+    tolerance_seconds: float = Field(10.0, ge=0)
+    # Symbols of the training set held out to choose each learned detector's threshold.
+    calibration_share: float = Field(0.25, gt=0, lt=1)
+
+
+class ScoringSettings(_Strict):
+    enabled: bool = True
+    # How often the running stream asks the registry where the champion alias points.
+    reload_interval: str = "30 seconds"
+    top_features: int = Field(3, ge=1, le=10)
+
+    _intervals = field_validator("reload_interval")(_check_interval)
+
+
+class ModelSettings(_Strict):
+    # null: a SQLite store under state_dir (mlflow/mlflow.db), artifacts beside it. Any MLflow tracking
+    # URI works (a server, "databricks"); the registry follows it unless registry_uri is set.
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    artifact_location: str | None = None
+    experiment: str = "market_anomaly_detectors"
+    registered_name: str = "market_anomaly"
+    champion_alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_]*$")
+    selection_metric: Literal["f1", "pr_auc", "precision", "recall"] = "f1"
+    # A challenger replaces the champion only when its score beats the champion's (re-measured on the same
+    # test set) by more than this.
+    promotion_margin: float = Field(0.01, ge=0)
+    seed: int = Field(42, ge=0)
+    train: DataSplit = DataSplit(seed=101, symbols=12, first_symbol=0)
+    test: DataSplit = DataSplit(seed=202, symbols=8, first_symbol=12)
+    evaluation: EvaluationSettings = EvaluationSettings()
+    # {detector: its parameters}; the detectors compared, each with its own keys (see models/detectors.py).
+    detectors: dict[str, dict[str, Any]] = Field(default_factory=lambda: {name: {} for name in DETECTORS})
+    scoring: ScoringSettings = ScoringSettings()
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if name not in DETECTORS:
+                guess = difflib.get_close_matches(name, DETECTORS, n=1)
+                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+                raise ValueError(f"unknown detector {name!r}{hint}; known: {', '.join(DETECTORS)}")
+        if not value:
+            raise ValueError("at least one detector must be configured")
+        return value
+
+    @model_validator(mode="after")
+    def _disjoint_symbols(self) -> ModelSettings:
+        train = range(self.train.first_symbol, self.train.first_symbol + self.train.symbols)
+        test = range(self.test.first_symbol, self.test.first_symbol + self.test.symbols)
+        if set(train) & set(test):
+            raise ValueError(
+                "models.train and models.test must use different symbols: make their "
+                "[first_symbol, first_symbol + symbols) ranges disjoint"
+            )
+        if self.train.seed == self.test.seed:
+            raise ValueError("models.train.seed and models.test.seed must differ")
+        return self
+
+
 class Settings(_Strict):
     # `schema` would shadow a pydantic BaseModel attribute: the field has another name, the key is `schema`.
     model_config = ConfigDict(
@@ -286,6 +373,7 @@ class Settings(_Strict):
     rules: RuleSettings = RuleSettings()
     quality: QualitySettings = QualitySettings()
     schema_settings: SchemaSettings = Field(SchemaSettings(), alias="schema")
+    models: ModelSettings = ModelSettings()
 
     def with_overrides(self, *assignments: str) -> Settings:
         """A copy with ``key=value`` overrides applied and validated again."""

@@ -140,7 +140,7 @@ ALERTS = TableSpec(
         ("batch_id", L),
     ),
     ("alert_date",),
-    "Rule alerts with their evidence, keyed by a deterministic alert_id.",
+    "Rule and model alerts with their evidence, keyed by a deterministic alert_id.",
 )
 
 STREAM_PROGRESS = TableSpec(
@@ -160,6 +160,8 @@ STREAM_PROGRESS = TableSpec(
         ("watermark", TS),
         ("symbol_max_event_time", T.MapType(S, TS)),
         ("validation_seconds", DBL),
+        ("model_version", S),
+        ("model_alert_rows", L),
         ("started_at", TS),
         ("finished_at", TS),
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -81,6 +82,10 @@ def get_spark(settings: Settings, app_name: str | None = None) -> SparkSession:
         builder = builder.config(key, value)
     if not _running_on_cluster():
         from delta import configure_spark_with_delta_pip
+
+        # Python workers (model features and scoring) must run this interpreter, which has the library and
+        # its dependencies; left alone, Spark would start whatever `python3` is first on the PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
         token_jar = ensure_maven_artifact(
             f"{TOKEN_PROVIDER}:{TOKEN_PROVIDER_VERSION}", jar_cache() / "spark-jars"

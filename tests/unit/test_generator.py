@@ -202,7 +202,8 @@ def test_symbols_differ_in_price_and_volatility(by_symbol: dict[str, pd.DataFram
 
 
 def test_labels_columns_and_both_types(gen: GeneratedQuotes) -> None:
-    assert list(gen.labels.columns) == ["event_id", "symbol", "event_time", "anomaly_type", "magnitude"]
+    assert list(gen.labels.columns) == ["event_id", "symbol", "event_time", "end_time", "anomaly_type", "magnitude"]
+    assert (gen.labels.end_time == gen.labels.event_time).all()  # point anomalies
     assert set(gen.labels.anomaly_type) == {"price_jump", "volume_spike"}
     assert gen.labels.event_id.isin(gen.quotes.event_id).all()
     assert generate_quotes(symbols=2, minutes=10).labels.empty  # none unless asked for

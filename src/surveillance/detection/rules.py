@@ -82,7 +82,7 @@ def price_quality(unreliable_when: Sequence[str]) -> tuple[Column, Column, Colum
     return confidence, own, previous
 
 
-def _alerts(
+def alert_rows(
     candidates: DataFrame,
     rule: str,
     score: Column,
@@ -91,6 +91,7 @@ def _alerts(
     levels: SeveritySettings,
     confidence: Column | None = None,
 ) -> DataFrame:
+    """Rows of the alerts table for ``candidates`` (quotes with their Kafka and batch columns)."""
     threshold_col = F.lit(float(threshold))
     return candidates.select(
         alert_id(F.lit(rule), F.col("event_id")).alias("alert_id"),
@@ -130,7 +131,7 @@ def price_jump_alerts(
         own.alias("dq_warnings"),
         previous.alias("previous_dq_warnings"),
     )
-    return _alerts(hits, PRICE_JUMP, score, threshold, details, levels, confidence)
+    return alert_rows(hits, PRICE_JUMP, score, threshold, details, levels, confidence)
 
 
 def return_zscore_alerts(
@@ -157,7 +158,7 @@ def return_zscore_alerts(
         own.alias("dq_warnings"),
         previous.alias("previous_dq_warnings"),
     )
-    return _alerts(hits, RETURN_ZSCORE, score, threshold, details, levels, confidence)
+    return alert_rows(hits, RETURN_ZSCORE, score, threshold, details, levels, confidence)
 
 
 def volume_spike_alerts(
@@ -175,7 +176,7 @@ def volume_spike_alerts(
         F.col("volume_n").alias("window_quotes"),
         volume_ratio.alias("volume_ratio"),
     )
-    return _alerts(hits, VOLUME_SPIKE, volume_ratio, ratio, details, levels)
+    return alert_rows(hits, VOLUME_SPIKE, volume_ratio, ratio, details, levels)
 
 
 def detect_alerts(quotes: DataFrame, rules: RuleSettings, unreliable_when: Sequence[str] = ()) -> DataFrame:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,16 @@ TICKERS: tuple[str, ...] = (
     "QUIL", "RIVN", "SOLR", "TIDE", "UMBR", "VOLT", "WREN", "XENO",
 )  # fmt: skip
 VENUES: tuple[str, ...] = ("XNAS", "XNYS", "ARCX", "BATS", "IEXG")
-ANOMALY_TYPES: tuple[str, ...] = ("price_jump", "volume_spike")
+# The point anomalies of the rules' sample (the default), and every labelled type the models learn from.
+BASIC_ANOMALY_TYPES: tuple[str, ...] = ("price_jump", "volume_spike")
+ANOMALY_TYPES: tuple[str, ...] = (
+    *BASIC_ANOMALY_TYPES,
+    "flash_crash",
+    "stale_feed",
+    "spread_blowout",
+    "quote_stuffing",
+    "momentum_drift",
+)
 DIRTY_KINDS: tuple[str, ...] = ("malformed", "duplicate", "extra_field", "late", "crossed", "wide_spread")
 # Malformed variants: (detail, the quarantine reason silver gives it: a contract rule, or the default
 # suite's error expectations from conf/base.yml).
@@ -55,7 +65,8 @@ MALFORMED_VARIANTS: tuple[tuple[str, str], ...] = (
 )
 BAD_EVENT_TIMES: tuple[str, ...] = ("not-a-timestamp", "2026-99-99T99:99:99.999Z")
 
-LABEL_COLUMNS = ["event_id", "symbol", "event_time", "anomaly_type", "magnitude"]
+# One row per anomaly: its first quote (event_id, event_time) and the event time of its last (end_time).
+LABEL_COLUMNS = ["event_id", "symbol", "event_time", "end_time", "anomaly_type", "magnitude"]
 MANIFEST_COLUMNS = ["line_no", "kind", "event_id", "expected_reason", "detail"]
 
 WARMUP_TICKS = 60  # no anomaly before a symbol's detectors have a full trailing window
@@ -69,6 +80,14 @@ CROSSED_SHARE, WIDE_SPREAD_SHARE, WIDE_SPREAD = 0.002, 0.001, 0.04
 _YEAR_SECONDS = 252 * 6.5 * 3600  # trading seconds in a year, to scale annualised volatility
 _VOLUME_NOISE = 0.45  # sigma of the lognormal volume noise
 _SHOCK_CAP = 4.0  # largest ordinary price shock, in per-tick standard deviations
+# Span anomalies (any type beyond the basic two): the first starts after SPAN_WARMUP ticks, so detectors
+# with 160-tick windows have history; at least SPAN_GAP ticks separate one span's end from the next start.
+SPAN_WARMUP, SPAN_GAP, SPAN_END_MARGIN = 150, 120, 10
+CRASH_DEPTH, CRASH_FALL, CRASH_RECOVERY = (0.04, 0.09), (3, 8), (30, 90)
+STALE_TICKS = (40, 90)
+BLOWOUT_TICKS, BLOWOUT_MULTIPLE, BLOWOUT_MAX_BPS = (10, 40), (8.0, 20.0), 400.0
+STUFFING_MESSAGES, STUFFING_TICKS = (60, 150), 5
+DRIFT_TICKS, DRIFT_TOTAL = (120, 200), (0.03, 0.06)
 
 
 @dataclass(eq=False)
@@ -86,7 +105,9 @@ class GeneratedQuotes:
         counts = {"quotes": len(self.quotes), "lines": len(self.raw_lines)}
         counts["symbols"] = int(self.quotes.symbol.nunique())
         for kind in ANOMALY_TYPES:
-            counts[kind] = int((self.labels.anomaly_type == kind).sum())
+            found = int((self.labels.anomaly_type == kind).sum())
+            if found or kind in BASIC_ANOMALY_TYPES:
+                counts[kind] = found
         for kind in DIRTY_KINDS:
             counts[kind] = int((self.manifest.kind == kind).sum())
         malformed = self.manifest[self.manifest.kind == "malformed"]
@@ -116,7 +137,7 @@ def _u_shape(fraction: np.ndarray) -> np.ndarray:
 def _anomaly_positions(rng: np.random.Generator, ticks: int) -> list[tuple[int, str]]:
     """Tick indexes and types of one symbol's anomalies: past the warm-up, spaced apart, not at the end."""
     # Between 1 and 1 + ticks/900 of each type: 1-3 each for an hour at 30 ticks a minute.
-    wanted = [kind for kind in ANOMALY_TYPES for _ in range(1 + int(rng.integers(0, 1 + ticks // 900)))]
+    wanted = [kind for kind in BASIC_ANOMALY_TYPES for _ in range(1 + int(rng.integers(0, 1 + ticks // 900)))]
     candidates = rng.permutation(np.arange(WARMUP_TICKS, max(WARMUP_TICKS, ticks - 5)))
     chosen: list[int] = []
     for position in candidates:
@@ -128,8 +149,79 @@ def _anomaly_positions(rng: np.random.Generator, ticks: int) -> list[tuple[int, 
     return sorted(zip(chosen, types, strict=True))
 
 
+@dataclass(frozen=True)
+class _Span:
+    """One anomaly of a symbol: where it starts (tick index), how many ticks it covers, its parameters."""
+
+    start: int
+    ticks: int
+    kind: str
+    params: dict[str, float]
+
+
+def _draw_span(rng: np.random.Generator, kind: str) -> tuple[int, dict[str, float]]:
+    """The tick length and parameters of one anomaly of ``kind``."""
+    if kind == "price_jump":
+        return 1, {"size": rng.uniform(*JUMP_RANGE) * rng.choice([-1.0, 1.0])}
+    if kind == "volume_spike":
+        return 1, {"multiple": rng.uniform(*SPIKE_RANGE)}
+    if kind == "flash_crash":
+        fall, recovery = (
+            int(rng.integers(CRASH_FALL[0], CRASH_FALL[1] + 1)),
+            int(rng.integers(CRASH_RECOVERY[0], CRASH_RECOVERY[1] + 1)),
+        )
+        depth = rng.uniform(*CRASH_DEPTH)
+        return fall + recovery, {"fall": fall, "depth": depth, "volume": rng.uniform(3.0, 6.0)}
+    if kind == "stale_feed":
+        frozen = int(rng.integers(STALE_TICKS[0], STALE_TICKS[1] + 1))
+        return frozen + 1, {"frozen": frozen}  # the catch-up quote after the freeze belongs to it
+    if kind == "spread_blowout":
+        length = int(rng.integers(BLOWOUT_TICKS[0], BLOWOUT_TICKS[1] + 1))
+        return length, {"multiple": rng.uniform(*BLOWOUT_MULTIPLE)}
+    if kind == "quote_stuffing":
+        messages = int(rng.integers(STUFFING_MESSAGES[0], STUFFING_MESSAGES[1] + 1))
+        return STUFFING_TICKS + 1, {"messages": messages}
+    if kind == "momentum_drift":
+        length = int(rng.integers(DRIFT_TICKS[0], DRIFT_TICKS[1] + 1))
+        return length, {"total": rng.uniform(*DRIFT_TOTAL) * rng.choice([-1.0, 1.0])}
+    raise ValueError(kind)
+
+
+def _span_positions(rng: np.random.Generator, ticks: int, kinds: Sequence[str]) -> list[_Span]:
+    """One symbol's anomalies of every requested type, spaced apart, after the warm-up.
+
+    Each type appears max(1, round(ticks / 1800)) times (twice in two hours at 30 ticks a minute). When the
+    symbol is too short for all of them, the last ones in the (random) order are dropped.
+    """
+    wanted = [
+        str(kind) for kind in rng.permutation([k for k in kinds for _ in range(max(1, round(ticks / 1800)))])
+    ]
+    drawn = [(kind, *_draw_span(rng, kind)) for kind in wanted]
+    room = ticks - SPAN_WARMUP - SPAN_END_MARGIN
+    while drawn and sum(length for _, length, _ in drawn) + SPAN_GAP * (len(drawn) - 1) > room:
+        drawn.pop()
+    if not drawn:
+        return []
+    free = room - sum(length for _, length, _ in drawn) - SPAN_GAP * (len(drawn) - 1)
+    # Spread the free ticks over the len + 1 gaps (before, between, after) at random.
+    cuts = np.sort(rng.integers(0, free + 1, size=len(drawn)))
+    extra = np.diff(np.r_[0, cuts])
+    spans, position = [], SPAN_WARMUP
+    for (kind, length, params), slack in zip(drawn, extra, strict=True):
+        position += int(slack)
+        spans.append(_Span(position, length, kind, params))
+        position += length + SPAN_GAP
+    return spans
+
+
 def _symbol_quotes(
-    seed: int, index: int, symbol: str, start_ms: int, duration_ms: int, ticks: int, inject_anomalies: bool
+    seed: int,
+    index: int,
+    symbol: str,
+    start_ms: int,
+    duration_ms: int,
+    ticks: int,
+    anomaly_types: Sequence[str],
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     rng = _rng(seed, 1, index)
     start_price = round(math.exp(rng.uniform(math.log(15), math.log(450))), 2)
@@ -154,25 +246,50 @@ def _symbol_quotes(
     spread = start_price * spread_bps / 1e4 * np.exp(rng.normal(0.0, 0.2, size=ticks))
     bid_share = rng.uniform(0.2, 0.8, size=ticks)
 
-    anomaly_rng = _rng(seed, 2, index)
-    anomalies = _anomaly_positions(anomaly_rng, ticks) if inject_anomalies else []
-    jumps: dict[int, float] = {}
-    spikes: dict[int, float] = {}
-    for position, kind in anomalies:
-        if kind == "price_jump":
-            size = anomaly_rng.uniform(*JUMP_RANGE) * anomaly_rng.choice([-1.0, 1.0])
-            jumps[position] = size
-            log_returns[position] = math.log1p(size)  # the level stays shifted afterwards
-        else:
-            multiple = anomaly_rng.uniform(*SPIKE_RANGE)
-            spikes[position] = multiple
-            volume[position] = round(expected_volume[position] * multiple)
+    if set(anomaly_types) == set(BASIC_ANOMALY_TYPES):
+        spans = _basic_spans(_rng(seed, 2, index), ticks)
+    elif anomaly_types:
+        spans = _span_positions(_rng(seed, 5, index), ticks, anomaly_types)
+    else:
+        spans = []
+    # Level changes (jumps, drifts) go into the returns; a crash is a temporary offset on top of the path.
+    crash_offset = np.zeros(ticks)
+    for span in spans:
+        a, b = span.start, span.start + span.ticks
+        if span.kind == "price_jump":
+            log_returns[a] = math.log1p(span.params["size"])  # the level stays shifted afterwards
+        elif span.kind == "volume_spike":
+            volume[a] = round(expected_volume[a] * span.params["multiple"])
+        elif span.kind == "momentum_drift":
+            log_returns[a:b] += math.log1p(span.params["total"]) / span.ticks
+        elif span.kind == "flash_crash":
+            fall = int(span.params["fall"])
+            trough = math.log1p(-span.params["depth"])
+            down = np.linspace(trough / fall, trough, fall)
+            up = np.linspace(trough, 0.0, span.ticks - fall + 1)[1:]
+            crash_offset[a:b] = np.r_[down, up]
+            volume[a : a + fall] = np.rint(expected_volume[a : a + fall] * span.params["volume"])
 
-    price = np.round(start_price * np.exp(np.cumsum(log_returns)), 4)
+    price = np.round(start_price * np.exp(np.cumsum(log_returns) + crash_offset), 4)
     # Spread scales with the price level; the price sits strictly inside the quote.
     spread = spread * price / start_price
+    for span in spans:
+        if span.kind == "spread_blowout":
+            a, b = span.start, span.start + span.ticks
+            spread[a:b] = np.minimum(
+                spread[a:b] * span.params["multiple"], price[a:b] * BLOWOUT_MAX_BPS / 1e4
+            )
     bid = np.minimum(np.round(price - spread * bid_share, 4), price - 0.0001)
     ask = np.maximum(np.round(price + spread * (1 - bid_share), 4), price + 0.0001)
+    for span in spans:
+        if span.kind == "stale_feed":
+            # A frozen feed repeats the last good quote; the quote after the freeze catches up.
+            a, frozen = span.start, int(span.params["frozen"])
+            price[a : a + frozen], bid[a : a + frozen], ask[a : a + frozen] = (
+                price[a - 1],
+                bid[a - 1],
+                ask[a - 1],
+            )
     frame = pd.DataFrame(
         {
             "event_id": [f"{symbol}-{n:08d}" for n in range(ticks)],
@@ -186,21 +303,79 @@ def _symbol_quotes(
         }
     )
     labels = []
-    for position, kind in anomalies:
-        if kind == "price_jump":
-            magnitude = round(float(price[position] / price[position - 1] - 1), 6)
-        else:
-            magnitude = round(float(volume[position] / expected_volume[position]), 2)
+    for span in spans:
+        a, last = span.start, span.start + span.ticks - 1
+        first_id, first_time, end_time = frame.event_id[a], frame.event_time[a], frame.event_time[last]
+        if span.kind == "price_jump":
+            magnitude = round(float(price[a] / price[a - 1] - 1), 6)
+        elif span.kind == "volume_spike":
+            magnitude = round(float(volume[a] / expected_volume[a]), 2)
+        elif span.kind == "flash_crash":
+            magnitude = -round(span.params["depth"], 6)
+        elif span.kind == "stale_feed":
+            magnitude = float(span.params["frozen"])
+        elif span.kind == "spread_blowout":
+            magnitude = round(span.params["multiple"], 2)
+        elif span.kind == "momentum_drift":
+            magnitude = round(span.params["total"], 6)
+        else:  # quote_stuffing: extra messages between this tick and STUFFING_TICKS later
+            stuffed = _stuffed_messages(
+                _rng(seed, 6, index * 1000 + a), frame, a, int(span.params["messages"])
+            )
+            frame = pd.concat([frame, stuffed], ignore_index=True)
+            first_id, first_time = stuffed.event_id.iloc[0], stuffed.event_time.iloc[0]
+            end_time = stuffed.event_time.iloc[-1]
+            magnitude = float(len(stuffed))
         labels.append(
             {
-                "event_id": frame.event_id[position],
+                "event_id": first_id,
                 "symbol": symbol,
-                "event_time": frame.event_time[position],
-                "anomaly_type": kind,
+                "event_time": first_time,
+                "end_time": end_time,
+                "anomaly_type": span.kind,
                 "magnitude": magnitude,
             }
         )
     return frame, labels
+
+
+def _basic_spans(rng: np.random.Generator, ticks: int) -> list[_Span]:
+    """The sample's point anomalies (jumps, volume spikes), drawn exactly as before span types existed."""
+    spans = []
+    for position, kind in _anomaly_positions(rng, ticks):
+        if kind == "price_jump":
+            params = {"size": rng.uniform(*JUMP_RANGE) * rng.choice([-1.0, 1.0])}
+        else:
+            params = {"multiple": rng.uniform(*SPIKE_RANGE)}
+        spans.append(_Span(position, 1, kind, params))
+    return spans
+
+
+def _stuffed_messages(rng: np.random.Generator, frame: pd.DataFrame, tick: int, wanted: int) -> pd.DataFrame:
+    """A burst of quote updates between ``tick`` and STUFFING_TICKS later: same price, bid/ask flickering.
+
+    Times are distinct milliseconds, never one of the symbol's own ticks; ids extend the tick's id
+    (``ACME-00000123.007``) so ordinary ids stay as they are.
+    """
+    millis = (frame.event_time.astype("int64") // 1_000_000).to_numpy()
+    lo, hi = millis[tick], millis[min(tick + STUFFING_TICKS, len(millis) - 1)]
+    free = np.setdiff1d(np.arange(lo + 1, hi), millis[tick : tick + STUFFING_TICKS + 1])
+    count = min(wanted, len(free))
+    times = np.sort(rng.choice(free, size=count, replace=False))
+    flicker = np.arange(count) % 2
+    base = frame.iloc[tick]
+    return pd.DataFrame(
+        {
+            "event_id": [f"{base.event_id}.{k:03d}" for k in range(count)],
+            "symbol": base.symbol,
+            "event_time": pd.to_datetime(times, unit="ms", utc=True),
+            "price": base.price,
+            "volume": rng.integers(1, 21, size=count).astype(np.int64),
+            "bid": np.round(base.bid - 0.0001 * flicker, 4),
+            "ask": np.round(base.ask + 0.0001 * (1 - flicker), 4),
+            "_seq": tick,
+        }
+    )
 
 
 def generate_quotes(
@@ -211,12 +386,23 @@ def generate_quotes(
     start: datetime | None = None,
     ticks_per_minute: int = 30,
     dirty: bool = False,
+    anomaly_types: Sequence[str] = BASIC_ANOMALY_TYPES,
+    first_symbol: int = 0,
 ) -> GeneratedQuotes:
-    """Deterministic quotes for ``symbols`` symbols over ``minutes`` from ``start`` (or DEFAULT_START)."""
+    """Deterministic quotes for ``symbols`` symbols over ``minutes`` from ``start`` (or DEFAULT_START).
+
+    ``inject_anomalies`` adds labelled anomalies of ``anomaly_types`` (default: the point jumps and volume
+    spikes of the sample; :data:`ANOMALY_TYPES` for all). ``first_symbol`` starts the tickers further down
+    the list, so a train and a test set can have different symbols; a symbol's path depends only on the
+    seed and its place in the list.
+    """
     if symbols < 1 or minutes < 1 or ticks_per_minute < 1:
         raise ValueError("symbols, minutes and ticks_per_minute must all be at least 1")
-    if seed < 0:
-        raise ValueError("seed must be a non-negative integer")
+    if seed < 0 or first_symbol < 0:
+        raise ValueError("seed and first_symbol must be non-negative integers")
+    unknown = sorted(set(anomaly_types) - set(ANOMALY_TYPES))
+    if unknown:
+        raise ValueError(f"unknown anomaly types {unknown}; known: {', '.join(ANOMALY_TYPES)}")
     start = start or DEFAULT_START
     start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
     start_ms = round(start.timestamp() * 1000)
@@ -224,8 +410,11 @@ def generate_quotes(
     ticks = minutes * ticks_per_minute
 
     frames, label_rows = [], []
-    for index, symbol in enumerate(_tickers(symbols)):
-        frame, labels = _symbol_quotes(seed, index, symbol, start_ms, duration_ms, ticks, inject_anomalies)
+    kinds = tuple(anomaly_types) if inject_anomalies else ()
+    for index, symbol in enumerate(_tickers(first_symbol + symbols)):
+        if index < first_symbol:
+            continue
+        frame, labels = _symbol_quotes(seed, index, symbol, start_ms, duration_ms, ticks, kinds)
         frames.append(frame)
         label_rows.extend(labels)
     quotes = pd.concat(frames, ignore_index=True)
@@ -283,12 +472,15 @@ class _Line(NamedTuple):
 
 
 def _near_anomalies(quotes: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
-    """Quotes within two ticks of an anomaly of their symbol (never made dirty: detectors must see them)."""
+    """Quotes within two ticks of an anomaly's span (never made dirty: detectors must see them)."""
     seq, symbol = quotes["_seq"].to_numpy(), quotes["symbol"].to_numpy()
+    times = quotes["event_time"].to_numpy()
     near = np.zeros(len(quotes), dtype=bool)
-    anomaly_seq = quotes.loc[quotes.event_id.isin(labels.event_id), ["symbol", "_seq"]]
-    for sym, position in anomaly_seq.itertuples(index=False):
-        near |= (symbol == sym) & (np.abs(seq - position) <= 2)
+    end = labels["end_time"] if "end_time" in labels else labels["event_time"]
+    for sym, first, last in zip(labels.symbol, labels.event_time.to_numpy(), end.to_numpy(), strict=True):
+        own = symbol == sym
+        inside = seq[own & (times >= first) & (times <= last)]
+        near |= own & (seq >= inside.min() - 2) & (seq <= inside.max() + 2)
     return near
 
 
@@ -437,7 +629,9 @@ def _prepare(path: Path) -> Path:
 
 def _with_contract_times(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
-    out["event_time"] = [format_event_time(value) for value in out["event_time"]]
+    for column in ("event_time", "end_time"):
+        if column in out:
+            out[column] = [format_event_time(value) for value in out[column]]
     return out
 
 

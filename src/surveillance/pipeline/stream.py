@@ -28,6 +28,7 @@ from pyspark.sql.streaming import StreamingQuery
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.detection.rules import detect_alerts
 from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
+from surveillance.models.scoring import MODEL_RULE, ChampionModel, model_alerts
 from surveillance.quality.columns import (
     OUTCOME_SCHEMA,
     SILVER_ROW_KEY,
@@ -137,6 +138,8 @@ class QuoteBatchWriter:
         self._first_batch = True
         self._silver_columns: dict[str, str] | None = None  # {column: type} of the silver table
         self.silver_validator, self.bars_validator = _validators(settings)
+        # The registered champion model, if scoring is on (None until one is registered).
+        self.champion = ChampionModel(settings) if settings.models.scoring.enabled else None
         # The four appends and the bars MERGE of a batch are independent: run them side by side (Delta
         # commits are mostly driver-side waiting, so this overlaps well even on two cores).
         self._pool = ThreadPoolExecutor(max_workers=5, thread_name_prefix="delta-write")
@@ -203,6 +206,8 @@ class QuoteBatchWriter:
         fresh = flag_late(not_seen_before(candidates, history.select("event_id")), watermark)
         new_quotes = flag_out_of_order(fresh, self._high_water_rows(previous)).persist()
         alerts = None
+        model = None
+        per_rule: dict[str, int] = {}
         bars_runs: list[SuiteRun] = []
         try:
             per_symbol = (
@@ -224,8 +229,14 @@ class QuoteBatchWriter:
                 .unionByName(new_quotes.select(*core).withColumn("is_new", F.lit(True)))
             )
             unreliable = self.settings.quality.price_jump_unreliable_when if self.silver_validator else ()
-            alerts = detect_alerts(context, self.settings.rules, unreliable).persist()
-            alert_count = alerts.count()
+            alerts = detect_alerts(context, self.settings.rules, unreliable)
+            model = self.champion.current() if self.champion and new_count else None
+            if model is not None:
+                top_k, levels = self.settings.models.scoring.top_features, self.settings.rules.severity
+                alerts = alerts.unionByName(model_alerts(context, model, top_k, levels, unreliable))
+            alerts = alerts.persist()
+            per_rule = {row["rule"]: row["count"] for row in alerts.groupBy("rule").count().collect()}
+            alert_count = sum(per_rule.values())
             # Alerts go out first: the lakehouse writes below are slower than a Kafka send.
             already_sent = alert_count and self._first_batch and self._committed("alerts", batch_id)
             if alert_count and not already_sent:
@@ -284,6 +295,8 @@ class QuoteBatchWriter:
             else None,
             "symbol_max_event_time": high_water.per_symbol,
             "validation_seconds": sum(run.seconds for run in runs) if runs else None,
+            "model_version": model.version if model is not None else None,
+            "model_alert_rows": per_rule.get(MODEL_RULE, 0),
             "started_at": started_at,
             "finished_at": utc_now(),
         }

@@ -1,0 +1,1 @@
+"""Anomaly models: features, detectors, evaluation, MLflow comparison and registry, stream scoring."""

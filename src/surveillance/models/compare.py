@@ -1,0 +1,382 @@
+"""Train and evaluate every configured detector on the same labelled data, log each to MLflow, and let the
+best challenge the registered champion.
+
+Data: two generated sets with every anomaly type, on different seeds and symbols (``models.train``,
+``models.test``). The training symbols are split: most fit the detectors, the rest (``calibration_share``)
+choose each learned detector's threshold by event-level F1. The test set is only ever scored.
+
+Promotion: the best detector by ``models.selection_metric`` is registered as a new version of
+``models.registered_name`` (alias ``challenger``). It takes the champion alias if there is no champion, or
+if it beats the champion, re-scored on this same test set, by more than ``models.promotion_margin``. The
+decision and both scores are logged on the comparison's parent run and as tags of the new version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from surveillance.config import DataSplit, Settings
+from surveillance.ingestion.generator import ANOMALY_TYPES, generate_quotes
+from surveillance.models.detectors import Detector, build_detector
+from surveillance.models.evaluation import (
+    EventCounts,
+    EventScorer,
+    PrCurve,
+    best_f1_threshold,
+    metrics_table,
+    pr_curve,
+    row_labels,
+)
+from surveillance.models.features import FEATURE_COLUMNS, quote_features, with_event_micros
+
+log = logging.getLogger(__name__)
+CHALLENGER_ALIAS = "challenger"
+
+
+@dataclass
+class LabelledSet:
+    """Scorable feature rows of a generated set, the anomaly type of each row ('' = normal), the labels."""
+
+    rows: pd.DataFrame
+    row_types: np.ndarray
+    labels: pd.DataFrame
+
+    def symbols(self) -> list[str]:
+        return sorted(self.rows.symbol.unique())
+
+    def subset(self, symbols: list[str]) -> LabelledSet:
+        keep = self.rows.symbol.isin(symbols).to_numpy()
+        return LabelledSet(
+            self.rows[keep].reset_index(drop=True),
+            self.row_types[keep],
+            self.labels[self.labels.symbol.isin(symbols)].reset_index(drop=True),
+        )
+
+
+def labelled_set(split: DataSplit) -> LabelledSet:
+    """Generate a split with every anomaly type and compute its features (the one feature definition)."""
+    generated = generate_quotes(
+        symbols=split.symbols,
+        minutes=split.minutes,
+        seed=split.seed,
+        inject_anomalies=True,
+        anomaly_types=ANOMALY_TYPES,
+        first_symbol=split.first_symbol,
+        ticks_per_minute=split.ticks_per_minute,
+    )
+    features = quote_features(with_event_micros(generated.quotes))
+    rows = features[features.scorable].reset_index(drop=True)
+    return LabelledSet(rows, row_labels(rows, generated.labels), generated.labels)
+
+
+@dataclass
+class DetectorResult:
+    name: str
+    detector: Detector
+    model: Any  # AnomalyModel
+    counts: EventCounts
+    curve: PrCurve
+    table: pd.DataFrame
+    rows_per_second: float
+    fit_seconds: float
+
+    def score(self, metric: str) -> float:
+        overall = self.table.iloc[0]
+        return float(overall[metric])
+
+
+def _scorer(data: LabelledSet, settings: Settings) -> EventScorer:
+    evaluation = settings.models.evaluation
+    return EventScorer(data.rows, data.labels, evaluation.merge_gap_seconds, evaluation.tolerance_seconds)
+
+
+def scoring_throughput(model: Any, rows: pd.DataFrame, repeats: int = 3) -> float:
+    """Rows per second of the MLflow model's predict (scores and top features), best of ``repeats``."""
+    model.score_frame(rows.head(1000))  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.score_frame(rows)
+        best = min(best, time.perf_counter() - started)
+    return len(rows) / best if best > 0 else float("inf")
+
+
+def train_and_evaluate(
+    name: str,
+    params: dict[str, Any],
+    fit: LabelledSet,
+    calibration: LabelledSet,
+    test: LabelledSet,
+    settings: Settings,
+) -> DetectorResult:
+    """Fit one detector, choose its threshold on the calibration symbols, evaluate it on the test set."""
+    from surveillance.models.pyfunc import AnomalyModel
+
+    detector = build_detector(name, params)
+    started = time.perf_counter()
+    detector.fit(fit.rows, fit.row_types, settings.models.seed)
+    if detector.learns_threshold:
+        detector.threshold = best_f1_threshold(
+            _scorer(calibration, settings), detector.score(calibration.rows)
+        )
+    fit_seconds = time.perf_counter() - started
+    model = AnomalyModel(detector, fit.rows, settings.models.scoring.top_features)
+    result = evaluate_model(model, test, settings)
+    return DetectorResult(
+        name,
+        detector,
+        model,
+        *result,
+        rows_per_second=scoring_throughput(model, test.rows),
+        fit_seconds=fit_seconds,
+    )
+
+
+def evaluate_model(
+    model: Any, test: LabelledSet, settings: Settings
+) -> tuple[EventCounts, PrCurve, pd.DataFrame]:
+    """Event counts at the model's threshold, the PR curve and the metrics table on the test set."""
+    scored = model.score_frame(test.rows)
+    scorer = _scorer(test, settings)
+    counts = scorer.count(scored["is_anomaly"].to_numpy(bool))
+    curve = pr_curve(scorer, scored["score"].to_numpy(np.float64))
+    return counts, curve, metrics_table(counts, curve)
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    challenger_version: int
+    challenger_score: float
+    champion_version: int | None
+    champion_score: float | None
+    reason: str
+
+
+@dataclass
+class Comparison:
+    results: list[DetectorResult]
+    best: DetectorResult
+    decision: Decision
+    experiment_id: str
+    parent_run_id: str
+    tracking_uri: str
+
+    def table(self) -> pd.DataFrame:
+        """One row per detector and anomaly type (and 'all'): precision, recall, F1, PR-AUC, rows/s."""
+        frames = [
+            result.table.assign(detector=result.name, rows_per_second=result.rows_per_second)
+            for result in self.results
+        ]
+        columns = ["detector", "anomaly_type", "labelled_events", "detected_events", "precision", "recall"]
+        return pd.concat(frames, ignore_index=True)[[*columns, "f1", "pr_auc", "rows_per_second"]]
+
+
+def _metric_key(kind: str, metric: str) -> str:
+    return metric if kind == "all" else f"{metric}_{kind}"
+
+
+def _log_detector_run(result: DetectorResult, settings: Settings, test: LabelledSet) -> str:
+    """Log one detector as a nested run: params, metrics, PR curve and recall charts, the model.
+
+    Returns the logged model's URI (what the registry registers).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from surveillance.models.plots import pr_curve_figure, recall_by_type_figure
+
+    with mlflow.start_run(run_name=result.name, nested=True):
+        mlflow.set_tag("detector", result.name)
+        mlflow.log_params(
+            {
+                **{f"param.{key}": value for key, value in result.detector.params().items()},
+                "threshold": result.detector.threshold,
+                "threshold_learned": result.detector.learns_threshold,
+                "features": ",".join(result.detector.features),
+            }
+        )
+        metrics: dict[str, float] = {
+            "rows_per_second": result.rows_per_second,
+            "fit_seconds": result.fit_seconds,
+            "predicted_events": float(result.counts.predicted),
+            "false_events": float(result.counts.false),
+        }
+        for row in result.table.itertuples(index=False):
+            for metric in ("precision", "recall", "f1", "pr_auc"):
+                value = float(getattr(row, metric))
+                if np.isfinite(value):
+                    metrics[_metric_key(row.anomaly_type, metric)] = value
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(result.table.to_csv(index=False), "metrics_by_type.csv")
+        threshold = result.detector.threshold
+        mlflow.log_figure(pr_curve_figure(result.name, result.curve, threshold), "pr_curve.html")
+        mlflow.log_figure(recall_by_type_figure(result.name, result.table), "recall_by_type.html")
+        example = test.rows[list(FEATURE_COLUMNS)].head(20)
+        # MLflow warns about every pickled python_model; our model class is part of the installed library.
+        pyfunc_log = logging.getLogger("mlflow.pyfunc")
+        level = pyfunc_log.level
+        pyfunc_log.setLevel(logging.ERROR)
+        try:
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=result.model,
+                signature=infer_signature(example, result.model.score_frame(example)),
+                input_example=example,
+                pip_requirements=_requirements(),
+            )
+        finally:
+            pyfunc_log.setLevel(level)
+        return info.model_uri
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ("mlflow", "scikit-learn", "numpy", "pandas", "surveillance")
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def _promote(settings: Settings, best: DetectorResult, logged_model_uri: str, test: LabelledSet) -> Decision:
+    """Register the best detector as a new version; move the champion alias if it wins by the margin."""
+    import mlflow
+
+    from surveillance.models.registry import alias_version, client, model_uri
+
+    models = settings.models
+    metric = models.selection_metric
+    mlflow_client = client(settings)
+    champion = alias_version(settings)
+    champion_score = None
+    if champion is not None:
+        # The champion's logged score may come from another test set: score it again on this one.
+        champion_model = mlflow.pyfunc.load_model(model_uri(settings, champion.version)).unwrap_python_model()
+        champion_score = float(evaluate_model(champion_model, test, settings)[2].iloc[0][metric])
+    version = mlflow.register_model(logged_model_uri, models.registered_name)
+    challenger_score = best.score(metric)
+    overall = best.table.iloc[0]
+    for key, value in {
+        "detector": best.name,
+        "selection_metric": metric,
+        "test_score": challenger_score,
+        **{f"test_{name}": overall[name] for name in ("precision", "recall", "f1", "pr_auc")},
+        "test_seed": models.test.seed,
+    }.items():
+        mlflow_client.set_model_version_tag(models.registered_name, version.version, key, str(value))
+    mlflow_client.set_registered_model_alias(models.registered_name, CHALLENGER_ALIAS, version.version)
+    if champion is None:
+        promoted, reason = True, "no champion yet"
+    elif challenger_score > champion_score + models.promotion_margin:
+        promoted = True
+        reason = (
+            f"{metric} {challenger_score:.4f} beats the champion's {champion_score:.4f} "
+            f"by more than {models.promotion_margin}"
+        )
+    else:
+        promoted = False
+        reason = (
+            f"{metric} {challenger_score:.4f} does not beat the champion's {champion_score:.4f} "
+            f"by more than {models.promotion_margin}"
+        )
+    if promoted:
+        mlflow_client.set_registered_model_alias(
+            models.registered_name, models.champion_alias, version.version
+        )
+    mlflow_client.set_model_version_tag(
+        models.registered_name, version.version, "promotion", "champion" if promoted else "rejected"
+    )
+    return Decision(
+        promoted,
+        int(version.version),
+        challenger_score,
+        None if champion is None else int(champion.version),
+        champion_score,
+        reason,
+    )
+
+
+def compare_detectors(
+    settings: Settings, on_progress: Callable[[str], None] = lambda message: None
+) -> Comparison:
+    """Train, evaluate and log every configured detector; register the best; decide the champion."""
+    import mlflow
+
+    from surveillance.models.plots import comparison_figure
+    from surveillance.models.registry import use_mlflow
+
+    models = settings.models
+    location = use_mlflow(settings)
+    experiment = mlflow.get_experiment_by_name(models.experiment)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else mlflow.create_experiment(models.experiment, artifact_location=location.artifact_location)
+    )
+    on_progress("generating the train and test sets and their features")
+    train, test = labelled_set(models.train), labelled_set(models.test)
+    symbols = train.symbols()
+    held_out = max(1, round(len(symbols) * models.evaluation.calibration_share))
+    if held_out >= len(symbols):
+        raise ValueError("models.train needs at least 2 symbols: some fit, some choose thresholds")
+    fit, calibration = train.subset(symbols[:-held_out]), train.subset(symbols[-held_out:])
+
+    started = dt.datetime.now(dt.UTC)
+    # Child runs (one per detector) go where the active experiment is: make it this one.
+    mlflow.set_experiment(experiment_id=experiment_id)
+    with mlflow.start_run(run_name=f"compare-{started:%Y%m%d-%H%M%S}") as parent:
+        mlflow.log_params(
+            {
+                "selection_metric": models.selection_metric,
+                "promotion_margin": models.promotion_margin,
+                "seed": models.seed,
+                "train": json.dumps(models.train.model_dump()),
+                "test": json.dumps(models.test.model_dump()),
+                "fit_symbols": ",".join(symbols[:-held_out]),
+                "calibration_symbols": ",".join(symbols[-held_out:]),
+                "test_symbols": ",".join(test.symbols()),
+                "train_rows": len(train.rows),
+                "test_rows": len(test.rows),
+                "test_events": len(test.labels),
+                "features": ",".join(FEATURE_COLUMNS),
+                **{f"evaluation.{k}": v for k, v in models.evaluation.model_dump().items()},
+            }
+        )
+        results: list[DetectorResult] = []
+        model_uris: dict[str, str] = {}
+        for name, params in models.detectors.items():
+            on_progress(f"training and evaluating {name}")
+            result = train_and_evaluate(name, params, fit, calibration, test, settings)
+            results.append(result)
+            model_uris[name] = _log_detector_run(result, settings, test)
+        metric = models.selection_metric
+        best = max(results, key=lambda result: np.nan_to_num(result.score(metric), nan=-1.0))
+        on_progress(f"registering {best.name} and deciding the champion")
+        decision = _promote(settings, best, model_uris[best.name], test)
+        comparison = Comparison(
+            results, best, decision, experiment_id, parent.info.run_id, location.tracking_uri
+        )
+        mlflow.log_text(comparison.table().to_csv(index=False), "comparison.csv")
+        mlflow.log_figure(comparison_figure({r.name: r.curve for r in results}), "pr_curves.html")
+        mlflow.set_tags(
+            {
+                "best_detector": best.name,
+                "decision": "promoted" if decision.promoted else "kept champion",
+                "decision_reason": decision.reason,
+                "challenger_version": str(decision.challenger_version),
+                "champion_version_before": str(decision.champion_version or ""),
+            }
+        )
+        scores = {"challenger_score": decision.challenger_score}
+        if decision.champion_score is not None:
+            scores["champion_score"] = decision.champion_score
+        mlflow.log_metrics(scores)
+    return comparison
