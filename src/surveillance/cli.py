@@ -68,15 +68,27 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from surveillance.ingestion.generator import generate_quotes, write_csv, write_jsonl, write_labels
-
-    generated = generate_quotes(
-        symbols=args.symbols,
-        minutes=args.minutes,
-        seed=args.seed,
-        inject_anomalies=args.inject_anomalies,
-        dirty=args.dirty,
+    from surveillance.ingestion.generator import (
+        ANOMALY_TYPES,
+        generate_quotes,
+        write_csv,
+        write_jsonl,
+        write_labels,
     )
+
+    kinds = args.anomaly_types.split(",") if args.anomaly_types != "all" else list(ANOMALY_TYPES)
+    try:
+        generated = generate_quotes(
+            symbols=args.symbols,
+            minutes=args.minutes,
+            seed=args.seed,
+            inject_anomalies=args.inject_anomalies or args.anomaly_types != "price_jump,volume_spike",
+            dirty=args.dirty,
+            anomaly_types=[kind.strip() for kind in kinds if kind.strip()],
+            first_symbol=args.first_symbol,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"generate: {exc}") from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
@@ -266,7 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--minutes", type=int, default=60)
     generate.add_argument("--seed", type=int, default=7)
     generate.add_argument(
-        "--inject-anomalies", action="store_true", help="add labelled jumps and volume spikes"
+        "--inject-anomalies", action="store_true", help="add labelled anomalies (see --anomaly-types)"
+    )
+    generate.add_argument(
+        "--anomaly-types",
+        default="price_jump,volume_spike",
+        help="comma list of anomaly types, or 'all' (implies --inject-anomalies when not the default): "
+        "price_jump, volume_spike, flash_crash, stale_feed, spread_blowout, quote_stuffing, momentum_drift",
+    )
+    generate.add_argument(
+        "--first-symbol", type=int, default=0, help="start at this ticker index (disjoint train/test sets)"
     )
     generate.add_argument(
         "--dirty",

@@ -24,6 +24,7 @@ from surveillance.ingestion.contract import (
     quote_to_json,
 )
 from surveillance.ingestion.generator import (
+    ANOMALY_TYPES,
     DEFAULT_START,
     MALFORMED_VARIANTS,
     GeneratedQuotes,
@@ -202,7 +203,14 @@ def test_symbols_differ_in_price_and_volatility(by_symbol: dict[str, pd.DataFram
 
 
 def test_labels_columns_and_both_types(gen: GeneratedQuotes) -> None:
-    assert list(gen.labels.columns) == ["event_id", "symbol", "event_time", "end_time", "anomaly_type", "magnitude"]
+    assert list(gen.labels.columns) == [
+        "event_id",
+        "symbol",
+        "event_time",
+        "end_time",
+        "anomaly_type",
+        "magnitude",
+    ]
     assert (gen.labels.end_time == gen.labels.event_time).all()  # point anomalies
     assert set(gen.labels.anomaly_type) == {"price_jump", "volume_spike"}
     assert gen.labels.event_id.isin(gen.quotes.event_id).all()
@@ -575,3 +583,132 @@ def test_committed_sample_matches_the_generator(tmp_path, gen: GeneratedQuotes) 
     write_jsonl(gen, out)
     for path in (out, *write_labels(gen, out)):
         assert path.read_bytes() == (SAMPLE.parent / path.name).read_bytes(), path.name
+
+
+# --- Span anomalies (the models' labelled data) --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spans() -> GeneratedQuotes:
+    return generate_quotes(
+        symbols=3, minutes=120, seed=21, inject_anomalies=True, anomaly_types=ANOMALY_TYPES
+    )
+
+
+def _symbol_rows(gen: GeneratedQuotes, label: pd.Series) -> pd.DataFrame:
+    return gen.quotes[gen.quotes.symbol == label.symbol].reset_index(drop=True)
+
+
+def _span(gen: GeneratedQuotes, label: pd.Series) -> pd.DataFrame:
+    own = _symbol_rows(gen, label)
+    return own[(own.event_time >= label.event_time) & (own.event_time <= label.end_time)]
+
+
+def test_every_span_type_is_labelled_twice_per_symbol_in_two_hours(spans: GeneratedQuotes) -> None:
+    counts = spans.labels.groupby(["symbol", "anomaly_type"]).size()
+    assert set(spans.labels.anomaly_type) == set(ANOMALY_TYPES)
+    assert (counts == 2).all()
+    assert spans.summary()["flash_crash"] == 6
+
+
+def test_spans_are_ordered_spaced_and_after_the_warm_up(spans: GeneratedQuotes) -> None:
+    for symbol, labels in spans.labels.groupby("symbol"):
+        own = spans.quotes[(spans.quotes.symbol == symbol) & ~spans.quotes.event_id.str.contains(r"\.")]
+        ticks = own.reset_index(drop=True)
+        ordered = labels.sort_values("event_time")
+        starts = [int(np.searchsorted(ticks.event_time, t)) for t in ordered.event_time]
+        ends = [int(np.searchsorted(ticks.event_time, t, side="right")) - 1 for t in ordered.end_time]
+        assert starts[0] >= 150
+        for end, next_start in zip(ends[:-1], starts[1:], strict=True):
+            assert next_start - end > 120
+        assert all(end >= start for start, end in zip(starts, ends, strict=True))
+
+
+def test_the_same_seed_gives_the_same_spans_and_another_seed_does_not(spans: GeneratedQuotes) -> None:
+    again = generate_quotes(
+        symbols=3, minutes=120, seed=21, inject_anomalies=True, anomaly_types=ANOMALY_TYPES
+    )
+    pd.testing.assert_frame_equal(spans.quotes, again.quotes)
+    pd.testing.assert_frame_equal(spans.labels, again.labels)
+    assert spans.raw_lines == again.raw_lines
+    other = generate_quotes(
+        symbols=3, minutes=120, seed=22, inject_anomalies=True, anomaly_types=ANOMALY_TYPES
+    )
+    assert not spans.labels.event_id.equals(other.labels.event_id)
+
+
+def test_a_stale_feed_repeats_the_last_quote_then_catches_up(spans: GeneratedQuotes) -> None:
+    for _, label in spans.labels[spans.labels.anomaly_type == "stale_feed"].iterrows():
+        rows = _span(spans, label)
+        frozen, catch_up = rows.iloc[:-1], rows.iloc[-1]
+        assert len(frozen) == label.magnitude
+        assert frozen[["price", "bid", "ask"]].nunique().tolist() == [1, 1, 1]
+        own = _symbol_rows(spans, label)
+        before = own[own.event_time < label.event_time].iloc[-1]
+        assert frozen.price.iloc[0] == before.price
+        assert catch_up.price != frozen.price.iloc[0]
+
+
+def test_a_flash_crash_falls_by_its_depth_and_recovers(spans: GeneratedQuotes) -> None:
+    for _, label in spans.labels[spans.labels.anomaly_type == "flash_crash"].iterrows():
+        rows = _span(spans, label)
+        own = _symbol_rows(spans, label)
+        before = own[own.event_time < label.event_time].price.iloc[-1]
+        trough = rows.price.min() / before - 1
+        assert trough == pytest.approx(label.magnitude, abs=0.015)
+        assert rows.price.iloc[-1] / before - 1 == pytest.approx(0, abs=0.02)
+
+
+def test_a_spread_blowout_widens_the_book_below_the_quality_bound(spans: GeneratedQuotes) -> None:
+    for _, label in spans.labels[spans.labels.anomaly_type == "spread_blowout"].iterrows():
+        rows = _span(spans, label)
+        own = _symbol_rows(spans, label)
+        usual = ((own.ask - own.bid) / own.price).median()
+        wide = (rows.ask - rows.bid) / rows.price
+        assert wide.median() > 5 * usual
+        assert (wide * 1e4 < 401).all()
+        assert ((rows.bid < rows.price) & (rows.price < rows.ask)).all()
+
+
+def test_quote_stuffing_bursts_messages_between_ticks(spans: GeneratedQuotes) -> None:
+    for _, label in spans.labels[spans.labels.anomaly_type == "quote_stuffing"].iterrows():
+        rows = _span(spans, label)
+        stuffed = rows[rows.event_id.str.contains(r"\.")]
+        assert len(stuffed) == label.magnitude >= 20
+        assert stuffed.event_id.is_unique and stuffed.event_time.is_monotonic_increasing
+        assert label.event_id == stuffed.event_id.iloc[0]
+        own = _symbol_rows(spans, label)
+        assert not own.event_time.duplicated().any()
+        assert stuffed.price.nunique() == 1 and stuffed.volume.between(1, 20).all()
+
+
+def test_a_momentum_drift_moves_the_price_its_way(spans: GeneratedQuotes) -> None:
+    for _, label in spans.labels[spans.labels.anomaly_type == "momentum_drift"].iterrows():
+        rows = _span(spans, label)
+        assert np.sign(rows.price.iloc[-1] / rows.price.iloc[0] - 1) == np.sign(label.magnitude)
+        assert 120 <= len(rows) <= 200
+
+
+def test_train_and_test_sets_use_different_symbols() -> None:
+    train = generate_quotes(symbols=4, minutes=10, seed=1, first_symbol=0)
+    test = generate_quotes(symbols=4, minutes=10, seed=2, first_symbol=4)
+    assert not set(train.quotes.symbol) & set(test.quotes.symbol)
+    # A symbol's path depends on its place in the list, not on where the set starts.
+    alone = generate_quotes(symbols=1, minutes=10, seed=2, first_symbol=5)
+    same = test.quotes[test.quotes.symbol == alone.quotes.symbol.iloc[0]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone.quotes, same)
+
+
+def test_dirty_lines_stay_out_of_anomaly_spans() -> None:
+    gen = generate_quotes(
+        symbols=3, minutes=120, seed=21, inject_anomalies=True, anomaly_types=ANOMALY_TYPES, dirty=True
+    )
+    # An extra field leaves the quote as it is; every other dirty kind moves, repeats or alters it.
+    touched = set(gen.manifest[gen.manifest.kind != "extra_field"].event_id.dropna())
+    for _, label in gen.labels.iterrows():
+        assert not touched & set(_span(gen, label).event_id), label.anomaly_type
+
+
+def test_unknown_anomaly_types_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown anomaly types"):
+        generate_quotes(symbols=1, minutes=10, inject_anomalies=True, anomaly_types=["meteor"])
