@@ -25,11 +25,12 @@ from rich.console import Console
 from rich.table import Table
 
 from surveillance.config import Settings, resolve_local_path
-from surveillance.demo import local_run_settings, wipe_run_state
+from surveillance.demo import local_run_settings, train_champion, wipe_run_state
 from surveillance.ingestion.generator import generate_quotes, write_jsonl
 from surveillance.ingestion.replay import replay_file
 from surveillance.kafka.admin import ensure_topics
 from surveillance.kafka.broker import LocalBroker
+from surveillance.models.registry import alias_version
 from surveillance.pipeline.stream import read_quotes, start_stream, wait_for
 from surveillance.spark import get_spark
 
@@ -57,6 +58,8 @@ class BenchResult:
     latency_p50_s: float | None
     latency_p95_s: float | None
     latency_p99_s: float | None
+    # The champion model the stream scored with in (b) and (c): "<detector> v<version>", or "off".
+    model_scoring: str = "off"
 
 
 def _rate(progress: list[dict]) -> tuple[float, int, float]:
@@ -174,6 +177,12 @@ def run_bench(
             raw = measure_raw_read(
                 _bench_settings(settings, "bench_raw").with_overrides("stream.max_offsets_per_trigger=null")
             )
+            model_scoring = "off"
+            if settings.models.scoring.enabled:
+                console.print("training the anomaly models (the stream scores with the champion)...")
+                train_champion(settings, console)
+                champion = alias_version(settings)
+                model_scoring = f"{champion.tags.get('detector', '?')} v{champion.version}"
             console.print("(b) full pipeline...")
             pipe_rate, batches, median_batch = measure_pipeline(_bench_settings(settings, "bench_pipeline"))
             console.print(f"(c) latency at {latency_rate:.0f} events/s for {latency_seconds}s...")
@@ -199,6 +208,7 @@ def run_bench(
         latency_p50_s=pct(50),
         latency_p95_s=pct(95),
         latency_p99_s=pct(99),
+        model_scoring=model_scoring,
     )
     _print(result, settings, Console())
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -221,6 +231,7 @@ def _print(result: BenchResult, settings: Settings, console: Console) -> None:
         f"{result.pipeline_batches} / {result.pipeline_median_batch_s:.2f} s",
     )
     table.add_row("(b)/(a)", f"{result.ratio_pipeline_to_raw:.3f}")
+    table.add_row("    model scoring in (b), (c)", result.model_scoring)
     table.add_row("(c) input rate", f"{result.latency_input_rate:,.0f} events/s")
     table.add_row("    alerts measured", str(result.latency_alerts))
     for name in ("p50", "p95", "p99"):

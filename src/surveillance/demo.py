@@ -13,6 +13,7 @@ from surveillance.ingestion.replay import replay_file
 from surveillance.kafka.admin import ensure_topics
 from surveillance.kafka.broker import LocalBroker
 from surveillance.lakehouse import table_locations
+from surveillance.models.registry import DEFAULT_STORE
 from surveillance.pipeline.runner import run_stream
 from surveillance.quality.report import configured_suites, load_dq_status, print_dq_status, write_dq_report
 from surveillance.reporting.plots import write_report
@@ -42,10 +43,23 @@ def local_run_settings(env: str | None, own: Sequence[str], overrides: Sequence[
 
 
 def wipe_run_state(settings: Settings) -> None:
-    """Delete what a previous demo/bench run left: its broker data, tables and checkpoints, nothing else."""
-    owned = (f"{settings.state_dir}/kafka", settings.lakehouse.root, settings.stream.checkpoint_dir)
+    """Delete what a previous demo/bench run left: its broker data, tables, checkpoints and (when it is the
+    default local one) MLflow store; nothing else."""
+    owned = [f"{settings.state_dir}/kafka", settings.lakehouse.root, settings.stream.checkpoint_dir]
+    if settings.models.tracking_uri is None:
+        owned.append(f"{settings.state_dir}/{DEFAULT_STORE}")
     for path in owned:
         shutil.rmtree(resolve_local_path(path), ignore_errors=True)
+
+
+def train_champion(settings: Settings, console: Console) -> None:
+    """Compare the detectors and register the best as the champion (the stream then scores with it)."""
+    from surveillance.models.compare import compare_detectors
+    from surveillance.models.report import print_comparison
+
+    with console.status("comparing detectors...") as status:
+        comparison = compare_detectors(settings, on_progress=status.update)
+    print_comparison(comparison, wide_console(), overall_only=True)
 
 
 def run_demo(
@@ -65,12 +79,12 @@ def run_demo(
     broker.down()
     wipe_run_state(settings)
     try:
-        console.rule("1/5 Kafka")
+        console.rule("1/6 Kafka")
         status = broker.up()
         topics = ensure_topics(settings.kafka)
         console.print(f"broker {status.bootstrap} (pid {status.pid}), topics {topics}")
 
-        console.rule(f"2/5 replay {sample}")
+        console.rule(f"2/6 replay {sample}")
         result = replay_file(sample, settings.kafka, progress=True)
         console.print(
             f"sent {result.sent:,} messages, {result.failed} failed, {result.skipped_blank} blank skipped"
@@ -78,17 +92,21 @@ def run_demo(
         if result.failed:
             raise SystemExit(f"replay failed: {result.first_error}")
 
-        console.rule("3/5 stream (availableNow) into bronze / silver / gold / alerts")
+        if settings.models.scoring.enabled:
+            console.rule("3/6 anomaly models: train, compare in MLflow, register the champion")
+            train_champion(settings, console)
+
+        console.rule("4/6 stream (availableNow) into bronze / silver / gold / alerts")
         run_stream(settings, once=True, console=console)
 
-        console.rule("4/5 summary")
+        console.rule("5/6 summary")
         spark = get_spark(settings)
         locations = table_locations(settings)
         print_summary(summarize(spark, locations), wide_console())
 
         print_dq_status(load_dq_status(spark, locations, last=5), wide_console())
 
-        console.rule("5/5 reports")
+        console.rule("6/6 reports")
         path = write_report(spark, locations, reports)
         console.print(f"report: {path.resolve()}")
         page, docs = write_dq_report(spark, locations, reports / "dq", suites=configured_suites(settings))

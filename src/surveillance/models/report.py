@@ -16,13 +16,18 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def print_comparison(comparison: Comparison, console: Console) -> None:
-    """Per detector and anomaly type: events, precision, recall, F1, PR-AUC; throughput; the decision."""
+def print_comparison(comparison: Comparison, console: Console, overall_only: bool = False) -> None:
+    """Per detector and anomaly type: events, precision, recall, F1, PR-AUC; throughput; the decision.
+
+    ``overall_only``: one row per detector (all anomaly types together).
+    """
     table = Table(title="Detectors on the test set (event level)", show_lines=False)
     for name in ("detector", "anomaly type", "events", "detected", "precision", "recall", "F1", "PR-AUC"):
         table.add_column(name, justify="left" if name in ("detector", "anomaly type") else "right")
     table.add_column("rows/s", justify="right")
     frame = comparison.table()
+    if overall_only:
+        frame = frame[frame.anomaly_type == "all"]
     for detector, rows in frame.groupby("detector", sort=False):
         for position, row in enumerate(rows.itertuples(index=False)):
             overall = row.anomaly_type == "all"

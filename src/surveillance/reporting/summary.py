@@ -116,4 +116,7 @@ def print_summary(summary: LakehouseSummary, console: Console | None = None) -> 
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "feature" in value[0]:
+        # A model's top features: name and robust z (distance from the training median).
+        return "; ".join(f"{item['feature']} z={item['robust_z']:.3g}" for item in value)
     return f"{value:.5g}" if isinstance(value, float) else str(value)
