@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from surveillance import cli
 from surveillance.config import Settings, load_settings
 from surveillance.models.compare import (
     compare_detectors,
@@ -146,3 +147,14 @@ def test_registry_round_trip_and_champion_promotion(tmp_path: Path) -> None:
     assert {"pr_curve.html", "recall_by_type.html", "metrics_by_type.csv"} <= artifacts
     metrics = mlflow.get_run(run_id).data.metrics
     assert {"precision", "recall", "f1", "pr_auc", "rows_per_second", "recall_flash_crash"} <= set(metrics)
+
+
+def test_models_list_shows_versions_aliases_and_scores(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    settings = [f"state_dir={tmp_path}/state", *SMALL]
+    argv = [arg for item in settings for arg in ("--set", item)]
+    assert cli.main([*argv, "models", "list"]) == 0
+    assert "no versions of market_anomaly registered yet" in capsys.readouterr().out
+    assert cli.main([*argv, "--set", "models.detectors={fixed_jump: {}}", "models", "compare"]) == 0
+    assert cli.main([*argv, "models", "list"]) == 0
+    shown = capsys.readouterr().out
+    assert "challenger, champion" in shown and "fixed_jump" in shown
