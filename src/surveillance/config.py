@@ -307,6 +307,10 @@ class ScoringSettings(_Strict):
     # How often the running stream asks the registry where the champion alias points.
     reload_interval: str = "30 seconds"
     top_features: int = Field(3, ge=1, le=10)
+    # A model alert's severity from its rarity (the share of normal training quotes scoring at least as
+    # high): high at or below high_rarity, medium at or below medium_rarity, else low.
+    medium_rarity: float = Field(0.001, gt=0, le=1)
+    high_rarity: float = Field(0.0001, gt=0, le=1)
 
     _intervals = field_validator("reload_interval")(_check_interval)
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -103,6 +104,10 @@ def test_stream_scores_with_the_champion_and_follows_the_alias(new_pipeline, tmp
     assert 1 <= len(sample["top_features"]) <= 3
     assert all({"feature", "robust_z"} <= set(item) for item in sample["top_features"])
     assert (model_alerts.score > model_alerts.threshold).all()
+    # Severity from rarity (share of normal training quotes scoring as high): 1e-4 high, 1e-3 medium.
+    rarity = details.map(lambda d: d["rarity"])
+    expected_severity = np.where(rarity <= 1e-4, "high", np.where(rarity <= 1e-3, "medium", "low"))
+    assert (model_alerts.severity.to_numpy() == expected_severity).all()
     progress = pipeline.pandas("stream_progress").sort_values("batch_id")
     assert progress.model_version.dropna().tolist()[0] == "1"
     assert progress.model_version.dropna().tolist()[-1] == "2"

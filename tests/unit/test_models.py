@@ -82,7 +82,12 @@ def test_scores_come_with_top_contributing_features(data: tuple) -> None:
     settings, fit, calibration, test = data
     result = train_and_evaluate("robust_zscore", {}, fit, calibration, test, settings)
     scored = result.model.score_frame(test.rows)
-    assert list(scored.columns[:2]) == ["score", "is_anomaly"]
+    assert list(scored.columns[:3]) == ["score", "is_anomaly", "rarity"]
+    # Rarity: the share of normal training quotes scoring at least as high; flagged quotes are rare.
+    assert scored.rarity.between(0, 1).all()
+    assert 0.3 < scored.rarity[test.row_types == ""].median() < 0.7
+    assert scored.rarity[scored.is_anomaly].max() < 0.05
+    assert (np.diff(scored.sort_values("score").rarity.to_numpy()) <= 0).all()
     assert set(scored.top_feature_1) <= set(FEATURE_COLUMNS)
     assert (scored.top_deviation_1 >= scored.top_deviation_2).all()
     stale = test.rows[(test.row_types == "stale_feed") & (test.rows.unchanged_run > 20)]

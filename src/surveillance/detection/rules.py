@@ -90,8 +90,12 @@ def alert_rows(
     details: Column,
     levels: SeveritySettings,
     confidence: Column | None = None,
+    severity_level: Column | None = None,
 ) -> DataFrame:
-    """Rows of the alerts table for ``candidates`` (quotes with their Kafka and batch columns)."""
+    """Rows of the alerts table for ``candidates`` (quotes with their Kafka and batch columns).
+
+    Severity comes from score / threshold unless ``severity_level`` gives it.
+    """
     threshold_col = F.lit(float(threshold))
     return candidates.select(
         alert_id(F.lit(rule), F.col("event_id")).alias("alert_id"),
@@ -101,7 +105,9 @@ def alert_rows(
         F.lit(rule).alias("rule"),
         score.alias("score"),
         threshold_col.alias("threshold"),
-        severity(score, threshold_col, levels).alias("severity"),
+        (severity(score, threshold_col, levels) if severity_level is None else severity_level).alias(
+            "severity"
+        ),
         (F.lit("high") if confidence is None else confidence).alias("confidence"),
         F.to_json(details).alias("details"),
         F.current_timestamp().alias("detected_at"),

@@ -129,7 +129,7 @@ def train_and_evaluate(
             _scorer(calibration, settings), detector.score(calibration.rows)
         )
     fit_seconds = time.perf_counter() - started
-    model = AnomalyModel(detector, fit.rows, settings.models.scoring.top_features)
+    model = AnomalyModel(detector, fit.rows, fit.row_types, settings.models.scoring.top_features)
     result = evaluate_model(model, test, settings)
     return DetectorResult(
         name,

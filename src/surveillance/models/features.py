@@ -1,4 +1,4 @@
-"""The one feature definition of the anomaly models: training, backfill and stream scoring all call it.
+"""The one feature definition of the anomaly models: training, stream scoring and batch jobs all call it.
 
 Features describe each quote against its own symbol's recent past, in tick order (event time, then
 event_id). Every feature of a row reads at most :data:`HISTORY_TICKS` rows before it, and each window is

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from surveillance.config import Settings, SeveritySettings, interval_seconds
+from surveillance.config import ScoringSettings, Settings, SeveritySettings, interval_seconds
 from surveillance.detection.rules import alert_rows
 from surveillance.models.features import FEATURE_COLUMNS, HISTORY_TICKS, sort_ticks, symbol_features
 
@@ -66,7 +66,7 @@ def _new_row_features(quotes: pd.DataFrame) -> pd.DataFrame:
 def model_features(context: DataFrame) -> DataFrame:
     """Features of the new quotes (``is_new``) of ``context``, which also holds their symbols' history.
 
-    The same :func:`~surveillance.models.features.symbol_features` as training and backfill, applied per
+    The same :func:`~surveillance.models.features.symbol_features` as training and batch jobs, applied per
     symbol. Spark first keeps each symbol's last ``HISTORY_TICKS`` quotes before its earliest new one, so
     Python never sees more history than the features read.
     """
@@ -98,6 +98,7 @@ def output_schema(top_k: int) -> T.StructType:
         T.StructField("event_id", T.StringType()),
         T.StructField("score", T.DoubleType()),
         T.StructField("is_anomaly", T.BooleanType()),
+        T.StructField("rarity", T.DoubleType()),
     ]
     for k in range(1, top_k + 1):
         fields += [
@@ -180,7 +181,7 @@ class ChampionModel:
 def model_alerts(
     context: DataFrame,
     loaded: LoadedModel,
-    top_k: int,
+    scoring: ScoringSettings,
     levels: SeveritySettings,
     unreliable_when: Sequence[str] = (),
 ) -> DataFrame:
@@ -188,8 +189,10 @@ def model_alerts(
 
     Evidence: the model's name, version and detector, and the top contributing features with how far each
     lies from its training median (robust z). Confidence is "low" when the quote broke one of
-    ``unreliable_when``, as for the rules.
+    ``unreliable_when``, as for the rules. Severity comes from the score's rarity among normal training
+    quotes (``scoring.high_rarity``, ``scoring.medium_rarity``), comparable across detectors.
     """
+    top_k = scoring.top_features
     flagged = score_features(model_features(context), loaded.model, top_k)
     candidates = context.where("is_new").join(F.broadcast(flagged), ["symbol", "event_id"])
     top = F.filter(
@@ -214,6 +217,7 @@ def model_alerts(
         F.lit(loaded.name).alias("model_name"),
         F.lit(loaded.version).alias("model_version"),
         F.lit(loaded.detector).alias("detector"),
+        "rarity",
         top.alias("top_features"),
         "price",
         "volume",
@@ -222,4 +226,12 @@ def model_alerts(
         own.alias("dq_warnings"),
     )
     confidence = F.when(F.size(own) > 0, "low").otherwise("high")
-    return alert_rows(candidates, MODEL_RULE, F.col("score"), loaded.threshold, details, levels, confidence)
+    rarity = F.col("rarity")
+    level = (
+        F.when(rarity <= scoring.high_rarity, "high")
+        .when(rarity <= scoring.medium_rarity, "medium")
+        .otherwise("low")
+    )
+    return alert_rows(
+        candidates, MODEL_RULE, F.col("score"), loaded.threshold, details, levels, confidence, level
+    )

@@ -232,8 +232,8 @@ class QuoteBatchWriter:
             alerts = detect_alerts(context, self.settings.rules, unreliable)
             model = self.champion.current() if self.champion and new_count else None
             if model is not None:
-                top_k, levels = self.settings.models.scoring.top_features, self.settings.rules.severity
-                alerts = alerts.unionByName(model_alerts(context, model, top_k, levels, unreliable))
+                scoring, levels = self.settings.models.scoring, self.settings.rules.severity
+                alerts = alerts.unionByName(model_alerts(context, model, scoring, levels, unreliable))
             alerts = alerts.persist()
             per_rule = {row["rule"]: row["count"] for row in alerts.groupBy("rule").count().collect()}
             alert_count = sum(per_rule.values())
