@@ -70,21 +70,29 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from surveillance.ingestion.generator import (
         ANOMALY_TYPES,
+        BASIC_ANOMALY_TYPES,
         generate_quotes,
         write_csv,
         write_jsonl,
         write_labels,
     )
 
-    kinds = args.anomaly_types.split(",") if args.anomaly_types != "all" else list(ANOMALY_TYPES)
+    # Naming the types asks for them: --anomaly-types implies --inject-anomalies.
+    chosen = args.anomaly_types
+    if chosen is None:
+        kinds = list(BASIC_ANOMALY_TYPES)
+    elif chosen.strip().lower() == "all":
+        kinds = list(ANOMALY_TYPES)
+    else:
+        kinds = [kind.strip() for kind in chosen.split(",") if kind.strip()]
     try:
         generated = generate_quotes(
             symbols=args.symbols,
             minutes=args.minutes,
             seed=args.seed,
-            inject_anomalies=args.inject_anomalies or args.anomaly_types != "price_jump,volume_spike",
+            inject_anomalies=args.inject_anomalies or chosen is not None,
             dirty=args.dirty,
-            anomaly_types=[kind.strip() for kind in kinds if kind.strip()],
+            anomaly_types=kinds,
             first_symbol=args.first_symbol,
         )
     except ValueError as exc:
@@ -282,9 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--anomaly-types",
-        default="price_jump,volume_spike",
-        help="comma list of anomaly types, or 'all' (implies --inject-anomalies when not the default): "
-        "price_jump, volume_spike, flash_crash, stale_feed, spread_blowout, quote_stuffing, momentum_drift",
+        default=None,
+        help="comma list of anomaly types, or 'all' (implies --inject-anomalies; default "
+        "price_jump,volume_spike): price_jump, volume_spike, flash_crash, stale_feed, spread_blowout, "
+        "quote_stuffing, momentum_drift",
     )
     generate.add_argument(
         "--first-symbol", type=int, default=0, help="start at this ticker index (disjoint train/test sets)"

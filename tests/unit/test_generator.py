@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from surveillance import cli
 from surveillance.config import RuleSettings, load_settings
 from surveillance.ingestion.contract import (
     QUOTE_FIELDS,
@@ -25,7 +26,9 @@ from surveillance.ingestion.contract import (
 )
 from surveillance.ingestion.generator import (
     ANOMALY_TYPES,
+    BASIC_ANOMALY_TYPES,
     DEFAULT_START,
+    LABEL_COLUMNS,
     MALFORMED_VARIANTS,
     GeneratedQuotes,
     generate_quotes,
@@ -666,7 +669,7 @@ def test_a_spread_blowout_widens_the_book_below_the_quality_bound(spans: Generat
         usual = ((own.ask - own.bid) / own.price).median()
         wide = (rows.ask - rows.bid) / rows.price
         assert wide.median() > 5 * usual
-        assert (wide * 1e4 < 401).all()
+        assert (wide * 1e4 < 400).all()  # the quality suite warns at 500
         assert ((rows.bid < rows.price) & (rows.price < rows.ask)).all()
 
 
@@ -674,12 +677,24 @@ def test_quote_stuffing_bursts_messages_between_ticks(spans: GeneratedQuotes) ->
     for _, label in spans.labels[spans.labels.anomaly_type == "quote_stuffing"].iterrows():
         rows = _span(spans, label)
         stuffed = rows[rows.event_id.str.contains(r"\.")]
-        assert len(stuffed) == label.magnitude >= 20
-        assert stuffed.event_id.is_unique and stuffed.event_time.is_monotonic_increasing
-        assert label.event_id == stuffed.event_id.iloc[0]
+        assert len(stuffed) == label.magnitude and 60 <= label.magnitude <= 150
+        assert stuffed.event_id.is_unique and stuffed.event_time.is_unique
+        assert stuffed.event_time.is_monotonic_increasing
+        assert (stuffed.event_time.dt.microsecond % 1000 == 0).all()  # millisecond precision
+        assert label.event_id == stuffed.event_id.iloc[0] and label.end_time == stuffed.event_time.iloc[-1]
         own = _symbol_rows(spans, label)
         assert not own.event_time.duplicated().any()
-        assert stuffed.price.nunique() == 1 and stuffed.volume.between(1, 20).all()
+        # Every message repeats its tick's price, strictly between that tick and five ticks later.
+        tick_id = label.event_id.rsplit(".", 1)[0]
+        ticks = own[~own.event_id.str.contains(r"\.")].reset_index(drop=True)
+        at = ticks.index[ticks.event_id == tick_id][0]
+        assert ticks.event_time[at] < stuffed.event_time.min()
+        assert stuffed.event_time.max() < ticks.event_time[at + 5]
+        assert stuffed.event_id.tolist() == [f"{tick_id}.{k:03d}" for k in range(len(stuffed))]
+        assert sorted([*stuffed.event_id, tick_id, ticks.event_id[at + 1]])[0] == tick_id
+        assert (stuffed.price == ticks.price[at]).all() and stuffed.volume.between(1, 20).all()
+        assert ((stuffed.bid < stuffed.price) & (stuffed.price < stuffed.ask)).all()
+        assert stuffed.bid.nunique() == 2 and stuffed.ask.nunique() == 2  # flickering by one step
 
 
 def test_a_momentum_drift_moves_the_price_its_way(spans: GeneratedQuotes) -> None:
@@ -703,12 +718,120 @@ def test_dirty_lines_stay_out_of_anomaly_spans() -> None:
     gen = generate_quotes(
         symbols=3, minutes=120, seed=21, inject_anomalies=True, anomaly_types=ANOMALY_TYPES, dirty=True
     )
+    assert set(gen.labels.anomaly_type) == set(ANOMALY_TYPES)
+    assert {"late", "duplicate", "crossed", "wide_spread"} <= set(gen.manifest.kind)
     # An extra field leaves the quote as it is; every other dirty kind moves, repeats or alters it.
     touched = set(gen.manifest[gen.manifest.kind != "extra_field"].event_id.dropna())
     for _, label in gen.labels.iterrows():
-        assert not touched & set(_span(gen, label).event_id), label.anomaly_type
+        own = _symbol_rows(gen, label)
+        inside = np.flatnonzero((own.event_time >= label.event_time) & (own.event_time <= label.end_time))
+        around = own.event_id[max(0, inside.min() - 2) : inside.max() + 3]  # two quotes either side
+        assert not touched & set(around), label.anomaly_type
+    faulty = gen.manifest.event_id[gen.manifest.kind.isin(["crossed", "wide_spread"])]
+    clean = gen.quotes[~gen.quotes.event_id.isin(faulty)]
+    assert ((clean.bid < clean.price) & (clean.price < clean.ask)).all()
 
 
 def test_unknown_anomaly_types_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown anomaly types"):
+    with pytest.raises(ValueError, match=r"unknown anomaly types.*flash_crash"):  # lists the valid ones
         generate_quotes(symbols=1, minutes=10, inject_anomalies=True, anomaly_types=["meteor"])
+    with pytest.raises(ValueError, match="first_symbol"):
+        generate_quotes(symbols=1, minutes=10, first_symbol=-1)
+
+
+def test_every_quote_stays_inside_its_book_with_every_type(spans: GeneratedQuotes) -> None:
+    q = spans.quotes
+    assert ((q.bid < q.price) & (q.price < q.ask)).all()
+    for column in ("price", "bid", "ask"):
+        assert (q[column] == q[column].round(4)).all()
+    assert spans.quotes.event_id.is_unique and q.event_time.is_monotonic_increasing
+
+
+def test_labels_of_every_type_have_their_span_and_magnitude(spans: GeneratedQuotes) -> None:
+    labels = spans.labels
+    assert list(labels.columns) == LABEL_COLUMNS
+    assert labels.event_id.isin(spans.quotes.event_id).all()
+    point = labels.anomaly_type.isin(BASIC_ANOMALY_TYPES)
+    assert (labels.end_time[point] == labels.event_time[point]).all()
+    assert (labels.end_time[~point] > labels.event_time[~point]).all()
+    magnitude = labels.set_index("anomaly_type").magnitude
+    assert magnitude["flash_crash"].between(-0.09, -0.04).all()
+    assert magnitude["stale_feed"].between(40, 90).all()
+    assert magnitude["spread_blowout"].between(8, 20).all()
+    assert magnitude["momentum_drift"].abs().between(0.03, 0.06).all()
+    assert magnitude["price_jump"].abs().between(0.06, 0.12).all()
+
+
+def test_span_anomalies_leave_the_clean_path_alone(spans: GeneratedQuotes) -> None:
+    clean = generate_quotes(symbols=3, minutes=120, seed=21)
+    ticks = spans.quotes[~spans.quotes.event_id.str.contains(r"\.")].reset_index(drop=True)
+    # Same ticks at the same times; volumes differ only where an anomaly sets them.
+    pd.testing.assert_series_equal(ticks.event_id, clean.quotes.event_id)
+    pd.testing.assert_series_equal(ticks.event_time, clean.quotes.event_time)
+    loud = spans.labels[spans.labels.anomaly_type.isin(["flash_crash", "volume_spike"])]
+    changed = ticks.volume != clean.quotes.volume
+    for row in ticks[changed].itertuples():
+        own = loud[loud.symbol == row.symbol]
+        assert ((own.event_time <= row.event_time) & (row.event_time <= own.end_time)).any(), row
+
+
+def test_a_flash_crash_lifts_volume_while_it_falls(spans: GeneratedQuotes) -> None:
+    clean = generate_quotes(symbols=3, minutes=120, seed=21).quotes.set_index("event_id")
+    for _, label in spans.labels[spans.labels.anomaly_type == "flash_crash"].iterrows():
+        rows = _span(spans, label).set_index("event_id")
+        falling = rows.price.to_numpy()[:9]  # the fall lasts 3-8 ticks: its end is the lowest price
+        fall = int(np.argmin(falling)) + 1
+        ratio = rows.volume.iloc[:fall] / clean.volume[rows.index[:fall]]
+        assert (ratio > 1.5).all()  # 3-6x the expected volume against lognormal noise
+
+
+def test_basic_types_keep_the_sample_placement() -> None:
+    default = generate_quotes(symbols=3, minutes=60, seed=7, inject_anomalies=True)
+    reordered = generate_quotes(
+        symbols=3, minutes=60, seed=7, inject_anomalies=True, anomaly_types=["volume_spike", "price_jump"]
+    )
+    pd.testing.assert_frame_equal(default.quotes, reordered.quotes)
+    pd.testing.assert_frame_equal(default.labels, reordered.labels)
+    jumps_only = generate_quotes(
+        symbols=3, minutes=60, seed=7, inject_anomalies=True, anomaly_types="price_jump"
+    )
+    expected = default.labels[default.labels.anomaly_type == "price_jump"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(jumps_only.labels, expected)
+    assert "flash_crash" not in jumps_only.summary() and jumps_only.summary()["volume_spike"] == 0
+
+
+def test_a_short_session_drops_the_anomalies_that_do_not_fit() -> None:
+    short = generate_quotes(
+        symbols=4, minutes=20, seed=3, inject_anomalies=True, anomaly_types=ANOMALY_TYPES
+    )  # 600 ticks: room for a few spans after the warm-up, not all seven types
+    counts = short.labels.groupby("symbol").size()
+    assert (counts >= 1).all() and (counts < len(ANOMALY_TYPES)).all()
+    assert set(short.summary()) >= set(ANOMALY_TYPES)  # every requested type is reported, even at 0
+    assert generate_quotes(
+        symbols=2, minutes=5, inject_anomalies=True, anomaly_types=ANOMALY_TYPES
+    ).labels.empty  # 150 ticks: all inside the warm-up
+
+
+def test_labels_csv_writes_end_time_in_the_contract_format(tmp_path, spans: GeneratedQuotes) -> None:
+    (written,) = write_labels(spans, tmp_path / "spans.jsonl")
+    labels = pd.read_csv(written)
+    assert list(labels.columns) == LABEL_COLUMNS and len(labels) == len(spans.labels)
+    assert labels.end_time.str.match(CONTRACT_TIME.pattern).all()
+    assert (labels.end_time >= labels.event_time).all()
+
+
+def test_cli_generate_writes_every_type_for_a_later_set_of_symbols(tmp_path) -> None:
+    out = tmp_path / "test.jsonl"
+    argv = ["generate", "--out", str(out), "--symbols", "2", "--minutes", "60", "--seed", "3"]
+    assert cli.main([*argv, "--anomaly-types", "all", "--first-symbol", "12"]) == 0
+    labels = pd.read_csv(labels_path(out))
+    assert set(labels.anomaly_type) == set(ANOMALY_TYPES)
+    assert set(labels.symbol) == {"MYRA", "NOVX"}
+    expected = generate_quotes(
+        symbols=2, minutes=60, seed=3, inject_anomalies=True, anomaly_types=ANOMALY_TYPES, first_symbol=12
+    )
+    assert out.read_text(encoding="utf-8").splitlines() == expected.raw_lines
+    assert cli.main([*argv, "--anomaly-types", "flash_crash, stale_feed"]) == 0
+    assert set(pd.read_csv(labels_path(out)).anomaly_type) == {"flash_crash", "stale_feed"}
+    with pytest.raises(SystemExit, match="unknown anomaly types"):
+        cli.main([*argv, "--anomaly-types", "meteor"])

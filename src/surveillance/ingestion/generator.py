@@ -3,11 +3,18 @@
 Model, per symbol: prices follow a geometric Brownian motion in *trade time* (constant volatility per tick,
 shocks capped at 4 sigma, so ordinary ticks never look like z-score outliers); ticks arrive at irregular,
 jittered times; bid/ask sit around the price with a per-symbol spread; volume follows a U-shaped intraday
-profile with mean-one lognormal noise. Anomalies (price jumps of 6-12 %, volume spikes of 15-40x) are
-placed after each symbol's first 60 ticks and at least 80 ticks apart, so a detector's trailing window
-(50 quotes by default) never holds two of them. Every random draw comes from a stream seeded by
-``(seed, purpose, symbol)``: the same seed gives identical output, and turning on ``dirty`` or
-``inject_anomalies`` changes nothing else about the clean quotes.
+profile with mean-one lognormal noise.
+
+Anomalies, labelled one row each (first quote, last quote, type, magnitude): by default the sample's point
+anomalies (price jumps of 6-12 %, volume spikes of 15-40x), placed after each symbol's first 60 ticks and
+at least 80 ticks apart, so a detector's trailing window (50 quotes by default) never holds two of them.
+Asking for any other type (:data:`ANOMALY_TYPES`: flash crashes, stale feeds, spread blowouts, quote
+stuffing, momentum drifts) switches to span placement for every requested type: each appears
+max(1, round(ticks / 1800)) times per symbol, after 150 ticks and at least 120 ticks apart.
+``first_symbol`` shifts the tickers so train and test sets can have disjoint symbols.
+
+Every random draw comes from a stream seeded by ``(seed, purpose, symbol)``: the same seed gives identical
+output, and turning on ``dirty`` or ``inject_anomalies`` changes nothing else about the clean quotes.
 """
 
 from __future__ import annotations
@@ -81,7 +88,8 @@ _YEAR_SECONDS = 252 * 6.5 * 3600  # trading seconds in a year, to scale annualis
 _VOLUME_NOISE = 0.45  # sigma of the lognormal volume noise
 _SHOCK_CAP = 4.0  # largest ordinary price shock, in per-tick standard deviations
 # Span anomalies (any type beyond the basic two): the first starts after SPAN_WARMUP ticks, so detectors
-# with 160-tick windows have history; at least SPAN_GAP ticks separate one span's end from the next start.
+# with 120-tick windows have history; at least SPAN_GAP ticks separate one span's end from the next start
+# (a 120-tick window never holds two); SPAN_END_MARGIN leaves room for a catch-up or stuffing's later tick.
 SPAN_WARMUP, SPAN_GAP, SPAN_END_MARGIN = 150, 120, 10
 CRASH_DEPTH, CRASH_FALL, CRASH_RECOVERY = (0.04, 0.09), (3, 8), (30, 90)
 STALE_TICKS = (40, 90)
@@ -99,6 +107,8 @@ class GeneratedQuotes:
     raw_lines: list[str] = field(default_factory=list)
     manifest: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MANIFEST_COLUMNS))
     dirty: bool = False
+    # What was asked for, so summary() reports a requested type even when none fitted (count 0).
+    anomaly_types: tuple[str, ...] = BASIC_ANOMALY_TYPES
 
     def summary(self) -> dict[str, int]:
         """Counts of quotes, lines, anomalies by type and dirty lines by kind (and malformed by reason)."""
@@ -106,7 +116,7 @@ class GeneratedQuotes:
         counts["symbols"] = int(self.quotes.symbol.nunique())
         for kind in ANOMALY_TYPES:
             found = int((self.labels.anomaly_type == kind).sum())
-            if found or kind in BASIC_ANOMALY_TYPES:
+            if found or kind in BASIC_ANOMALY_TYPES or kind in self.anomaly_types:
                 counts[kind] = found
         for kind in DIRTY_KINDS:
             counts[kind] = int((self.manifest.kind == kind).sum())
@@ -246,12 +256,13 @@ def _symbol_quotes(
     spread = start_price * spread_bps / 1e4 * np.exp(rng.normal(0.0, 0.2, size=ticks))
     bid_share = rng.uniform(0.2, 0.8, size=ticks)
 
-    if set(anomaly_types) == set(BASIC_ANOMALY_TYPES):
-        spans = _basic_spans(_rng(seed, 2, index), ticks)
-    elif anomaly_types:
-        spans = _span_positions(_rng(seed, 5, index), ticks, anomaly_types)
-    else:
+    if not anomaly_types:
         spans = []
+    elif set(anomaly_types) <= set(BASIC_ANOMALY_TYPES):
+        # The sample's placement, drawn exactly as before span types existed (a subset keeps its own).
+        spans = [s for s in _basic_spans(_rng(seed, 2, index), ticks) if s.kind in anomaly_types]
+    else:
+        spans = _span_positions(_rng(seed, 5, index), ticks, anomaly_types)
     # Level changes (jumps, drifts) go into the returns; a crash is a temporary offset on top of the path.
     crash_offset = np.zeros(ticks)
     for span in spans:
@@ -276,9 +287,9 @@ def _symbol_quotes(
     for span in spans:
         if span.kind == "spread_blowout":
             a, b = span.start, span.start + span.ticks
-            spread[a:b] = np.minimum(
-                spread[a:b] * span.params["multiple"], price[a:b] * BLOWOUT_MAX_BPS / 1e4
-            )
+            # Capped under BLOWOUT_MAX_BPS even after bid and ask are rounded (each moves <= 0.00005).
+            cap = price[a:b] * BLOWOUT_MAX_BPS / 1e4 - 0.0002
+            spread[a:b] = np.minimum(spread[a:b] * span.params["multiple"], cap)
     bid = np.minimum(np.round(price - spread * bid_share, 4), price - 0.0001)
     ask = np.maximum(np.round(price + spread * (1 - bid_share), 4), price + 0.0001)
     for span in spans:
@@ -303,6 +314,7 @@ def _symbol_quotes(
         }
     )
     labels = []
+    stuffing_rng = _rng(seed, 6, index)  # spans come in tick order, so the draws are deterministic
     for span in spans:
         a, last = span.start, span.start + span.ticks - 1
         first_id, first_time, end_time = frame.event_id[a], frame.event_time[a], frame.event_time[last]
@@ -319,9 +331,7 @@ def _symbol_quotes(
         elif span.kind == "momentum_drift":
             magnitude = round(span.params["total"], 6)
         else:  # quote_stuffing: extra messages between this tick and STUFFING_TICKS later
-            stuffed = _stuffed_messages(
-                _rng(seed, 6, index * 1000 + a), frame, a, int(span.params["messages"])
-            )
+            stuffed = _stuffed_messages(stuffing_rng, frame, a, int(span.params["messages"]))
             frame = pd.concat([frame, stuffed], ignore_index=True)
             first_id, first_time = stuffed.event_id.iloc[0], stuffed.event_time.iloc[0]
             end_time = stuffed.event_time.iloc[-1]
@@ -392,14 +402,19 @@ def generate_quotes(
     """Deterministic quotes for ``symbols`` symbols over ``minutes`` from ``start`` (or DEFAULT_START).
 
     ``inject_anomalies`` adds labelled anomalies of ``anomaly_types`` (default: the point jumps and volume
-    spikes of the sample; :data:`ANOMALY_TYPES` for all). ``first_symbol`` starts the tickers further down
-    the list, so a train and a test set can have different symbols; a symbol's path depends only on the
-    seed and its place in the list.
+    spikes of the sample; :data:`ANOMALY_TYPES` for all). Basic types only keep the sample's placement;
+    any other type places every requested type as a span (see :func:`_span_positions`; types that do not
+    fit a short session are dropped). Labels have :data:`LABEL_COLUMNS`; a quote-stuffing burst adds rows
+    with ids ``<id of its tick>.<nnn>``. ``first_symbol`` starts the tickers further down the list, so a
+    train and a test set can have different symbols; a symbol's path depends only on the seed and its
+    place in the list.
     """
     if symbols < 1 or minutes < 1 or ticks_per_minute < 1:
         raise ValueError("symbols, minutes and ticks_per_minute must all be at least 1")
     if seed < 0 or first_symbol < 0:
         raise ValueError("seed and first_symbol must be non-negative integers")
+    if isinstance(anomaly_types, str):  # one name, not its letters
+        anomaly_types = (anomaly_types,)
     unknown = sorted(set(anomaly_types) - set(ANOMALY_TYPES))
     if unknown:
         raise ValueError(f"unknown anomaly types {unknown}; known: {', '.join(ANOMALY_TYPES)}")
@@ -409,8 +424,9 @@ def generate_quotes(
     duration_ms = minutes * 60_000
     ticks = minutes * ticks_per_minute
 
+    requested = tuple(dict.fromkeys(anomaly_types))  # a type named twice is still placed once per slot
     frames, label_rows = [], []
-    kinds = tuple(anomaly_types) if inject_anomalies else ()
+    kinds = requested if inject_anomalies else ()
     for index, symbol in enumerate(_tickers(first_symbol + symbols)):
         if index < first_symbol:
             continue
@@ -428,7 +444,7 @@ def generate_quotes(
     else:
         raw_lines = [quote_to_json(row) for row in _records(quotes)]
         manifest = pd.DataFrame(columns=MANIFEST_COLUMNS)
-    return GeneratedQuotes(quotes.drop(columns="_seq"), labels, raw_lines, manifest, dirty)
+    return GeneratedQuotes(quotes.drop(columns="_seq"), labels, raw_lines, manifest, dirty, kinds)
 
 
 def _records(quotes: pd.DataFrame) -> list[dict[str, Any]]:
