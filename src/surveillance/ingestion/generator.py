@@ -87,9 +87,10 @@ CROSSED_SHARE, WIDE_SPREAD_SHARE, WIDE_SPREAD = 0.002, 0.001, 0.04
 _YEAR_SECONDS = 252 * 6.5 * 3600  # trading seconds in a year, to scale annualised volatility
 _VOLUME_NOISE = 0.45  # sigma of the lognormal volume noise
 _SHOCK_CAP = 4.0  # largest ordinary price shock, in per-tick standard deviations
-# Span anomalies (any type beyond the basic two): the first starts after SPAN_WARMUP ticks, so detectors
-# with 120-tick windows have history; at least SPAN_GAP ticks separate one span's end from the next start
-# (a 120-tick window never holds two); SPAN_END_MARGIN leaves room for a catch-up or stuffing's later tick.
+# Span anomalies (any type beyond the basic two): the first starts after SPAN_WARMUP ticks, so the models
+# (scoring from 50 quotes of history on, most windows 50-100 quotes) see each with history; at least
+# SPAN_GAP ticks separate one span's end from the next start; SPAN_END_MARGIN leaves room for a catch-up
+# or stuffing's later tick.
 SPAN_WARMUP, SPAN_GAP, SPAN_END_MARGIN = 150, 120, 10
 CRASH_DEPTH, CRASH_FALL, CRASH_RECOVERY = (0.04, 0.09), (3, 8), (30, 90)
 STALE_TICKS = (40, 90)
