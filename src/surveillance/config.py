@@ -32,6 +32,12 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message says which key and why."""
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest known name, or ''."""
+    guess = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {guess[0]!r}?)" if guess else ""
+
+
 class _Strict(BaseModel):
     # Numbers become text where text is expected: `--set kafka.topics.quotes=2024` or an unquoted version.
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
@@ -257,8 +263,7 @@ class QualitySettings(_Strict):
         known = self.suites.silver_quotes
         for name in self.price_jump_unreliable_when:
             if name not in known:
-                guess = difflib.get_close_matches(name, list(known), n=1)
-                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+                hint = _did_you_mean(name, known)
                 raise ValueError(
                     f"price_jump_unreliable_when names {name!r}, not in suites.silver_quotes{hint}"
                 )
@@ -279,7 +284,6 @@ DETECTORS = (
     "isolation_forest",
     "gradient_boosting",
 )
-SELECTION_METRICS = ("f1", "pr_auc", "precision", "recall")
 
 
 class DataSplit(_Strict):
@@ -341,8 +345,7 @@ class ModelSettings(_Strict):
     def _known_detectors(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name in value:
             if name not in DETECTORS:
-                guess = difflib.get_close_matches(name, DETECTORS, n=1)
-                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+                hint = _did_you_mean(name, DETECTORS)
                 raise ValueError(f"unknown detector {name!r}{hint}; known: {', '.join(DETECTORS)}")
         if not value:
             raise ValueError("at least one detector must be configured")

@@ -10,6 +10,17 @@ import plotly.graph_objects as go
 from surveillance.models.evaluation import OVERALL, PrCurve
 
 
+def _pr_layout(figure: go.Figure, title: str) -> go.Figure:
+    return figure.update_layout(
+        title=title,
+        xaxis_title="recall (labelled events detected)",
+        yaxis_title="precision (alert events that are real)",
+        xaxis_range=[0, 1.02],
+        yaxis_range=[0, 1.02],
+        template="plotly_white",
+    )
+
+
 def pr_curve_figure(name: str, curve: PrCurve, threshold: float) -> go.Figure:
     """One detector's event-level PR curves: overall (bold) and per anomaly type."""
     figure = go.Figure()
@@ -25,15 +36,7 @@ def pr_curve_figure(name: str, curve: PrCurve, threshold: float) -> go.Figure:
                 hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<br>threshold %{customdata:.4g}",
             )
         )
-    figure.update_layout(
-        title=f"{name}: event-level precision-recall (chosen threshold {threshold:.4g})",
-        xaxis_title="recall (labelled events detected)",
-        yaxis_title="precision (alert events that are real)",
-        xaxis_range=[0, 1.02],
-        yaxis_range=[0, 1.02],
-        template="plotly_white",
-    )
-    return figure
+    return _pr_layout(figure, f"{name}: event-level precision-recall (chosen threshold {threshold:.4g})")
 
 
 def recall_by_type_figure(name: str, table: pd.DataFrame) -> go.Figure:
@@ -68,12 +71,4 @@ def comparison_figure(curves: Mapping[str, PrCurve]) -> go.Figure:
                 name=f"{name} (AP {curve.average_precision():.3f})",
             )
         )
-    figure.update_layout(
-        title="Detectors compared: event-level precision-recall on the test set",
-        xaxis_title="recall",
-        yaxis_title="precision",
-        xaxis_range=[0, 1.02],
-        yaxis_range=[0, 1.02],
-        template="plotly_white",
-    )
-    return figure
+    return _pr_layout(figure, "Detectors compared: event-level precision-recall on the test set")
