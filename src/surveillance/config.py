@@ -155,12 +155,29 @@ class KafkaSettings(_Strict):
         return value
 
 
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class LakehouseSettings(_Strict):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, coerce_numbers_to_str=True, validate_by_name=True, validate_by_alias=True
+    )
+
+    # Tables as Delta paths under root, unless `schema` (and `catalog`) are set: then they are metastore
+    # tables named catalog.schema.<table> (Unity Catalog on Databricks).
     root: str = ".state/lakehouse"
-    # Optional per-table location overrides: {logical name: path}.
+    catalog: str | None = Field(None, pattern=_IDENTIFIER)
+    schema_name: str | None = Field(None, alias="schema", pattern=_IDENTIFIER)
+    # Optional per-table overrides: {logical name: path (has a "/") or table name}.
     tables: dict[str, str] = Field(default_factory=dict)
 
     _text_options = field_validator("tables", mode="before")(_stringify_options)
+
+    @model_validator(mode="after")
+    def _catalog_needs_schema(self) -> LakehouseSettings:
+        if self.catalog and not self.schema_name:
+            raise ValueError("lakehouse.catalog is set but lakehouse.schema is not: tables need both")
+        return self
 
 
 class StreamSettings(_Strict):

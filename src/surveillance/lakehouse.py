@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import types as T
 
 from surveillance.config import ConfigError, Settings, resolve_local_path
+
+if TYPE_CHECKING:
+    from delta.tables import DeltaTable
 
 
 @dataclass(frozen=True)
@@ -205,20 +210,85 @@ PUBLIC_TABLES = (
 )
 
 
+# A metastore / Unity Catalog name: one to three plain identifiers.
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
+
+
 def table_locations(settings: Settings) -> dict[str, str]:
-    """{logical name: location} for every table, honouring per-table overrides."""
-    root = resolve_local_path(settings.lakehouse.root).rstrip("/")
-    unknown = set(settings.lakehouse.tables) - set(TABLES)
+    """{logical name: location} for every table: a Delta path, or a table name when lakehouse.schema is set.
+
+    Per-table overrides in lakehouse.tables win; a value with a "/" is a path, anything else a table name.
+    """
+    lakehouse = settings.lakehouse
+    unknown = set(lakehouse.tables) - set(TABLES)
     if unknown:
         raise ConfigError(f"lakehouse.tables names unknown tables {sorted(unknown)}; known: {sorted(TABLES)}")
-    return {
-        name: resolve_local_path(settings.lakehouse.tables.get(name, f"{root}/{name}")) for name in TABLES
-    }
+    if lakehouse.schema_name:
+        prefix = ".".join(part for part in (lakehouse.catalog, lakehouse.schema_name) if part)
+        defaults = {name: f"{prefix}.{name}" for name in TABLES}
+    else:
+        root = resolve_local_path(lakehouse.root).rstrip("/")
+        defaults = {name: f"{root}/{name}" for name in TABLES}
+    locations = {}
+    for name in TABLES:
+        override = lakehouse.tables.get(name)
+        if override is None:
+            locations[name] = defaults[name]
+        else:
+            locations[name] = override if is_table_name(override) else resolve_local_path(override)
+    for name, location in locations.items():
+        if is_table_name(location) and not _TABLE_NAME.match(location):
+            raise ConfigError(f"table {name}: {location!r} is neither a path nor a catalog.schema.table name")
+    return locations
+
+
+def is_table_name(location: str) -> bool:
+    """Whether a location is a table name (catalog.schema.table) rather than a path (paths have a "/")."""
+    return "/" not in location
+
+
+def table_sql(location: str) -> str:
+    """The location as a SQL table reference: the name itself, or delta.`path`."""
+    return location if is_table_name(location) else f"delta.`{location}`"
 
 
 def read_table(spark: SparkSession, location: str) -> DataFrame:
-    """A Delta table as a DataFrame."""
+    """A Delta table, by name or path, as a DataFrame."""
+    if is_table_name(location):
+        return spark.read.table(location)
     return spark.read.format("delta").load(location)
+
+
+def write_table(writer: DataFrameWriter, location: str) -> None:
+    """Run a configured Delta writer against a table name or a path."""
+    if is_table_name(location):
+        writer.saveAsTable(location)
+    else:
+        writer.save(location)
+
+
+def delta_table(spark: SparkSession, location: str) -> DeltaTable:
+    """The DeltaTable handle (MERGE, history) for a table name or a path."""
+    from delta.tables import DeltaTable
+
+    if is_table_name(location):
+        return DeltaTable.forName(spark, location)
+    return DeltaTable.forPath(spark, location)
+
+
+def table_exists(spark: SparkSession, location: str) -> bool:
+    """Whether the Delta table exists (by name in the catalog, or as a Delta log at the path)."""
+    from delta.tables import DeltaTable
+
+    if is_table_name(location):
+        return spark.catalog.tableExists(location)
+    return DeltaTable.isDeltaTable(spark, location)
+
+
+def _ensure_schema(spark: SparkSession, location: str) -> None:
+    namespace = location.rsplit(".", 1)[0] if "." in location else None
+    if namespace and not spark.catalog.databaseExists(namespace):
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
 
 
 def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:
@@ -231,14 +301,20 @@ def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:
 
     for name, spec in TABLES.items():
         location = locations[name]
-        if DeltaTable.isDeltaTable(spark, location):
+        if table_exists(spark, location):
             present = set(read_table(spark, location).columns)
             missing = [field for field in spec.schema.fields if field.name not in present]
             if missing:
                 columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
-                spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({columns})")
+                spark.sql(f"ALTER TABLE {table_sql(location)} ADD COLUMNS ({columns})")
             continue
-        builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema)
+        builder = DeltaTable.createIfNotExists(spark)
+        if is_table_name(location):
+            _ensure_schema(spark, location)
+            builder = builder.tableName(location)
+        else:
+            builder = builder.location(location)
+        builder = builder.addColumns(spec.schema)
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
         builder.comment(spec.description).execute()

@@ -18,7 +18,7 @@ from datetime import date
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from surveillance.lakehouse import read_table
+from surveillance.lakehouse import delta_table, read_table, write_table
 
 
 def batch_committed(spark: SparkSession, location: str, stream_id: str, batch_id: int) -> bool:
@@ -46,7 +46,7 @@ def append_batch(
     writer = rows.write.format("delta").mode("append")
     if merge_schema:
         writer = writer.option("mergeSchema", "true")
-    writer.save(location)
+    write_table(writer, location)
     return True
 
 
@@ -61,13 +61,11 @@ def date_list_sql(dates: Iterable[date]) -> str:
 
 def upsert_bars(spark: SparkSession, location: str, bars: DataFrame, bar_dates: Iterable[date]) -> None:
     """MERGE recomputed bars on (symbol, bar_start), touching only the given date partitions."""
-    from delta.tables import DeltaTable
-
     condition = (
         f"t.bar_date IN ({date_list_sql(bar_dates)}) AND t.symbol = s.symbol AND t.bar_start = s.bar_start"
     )
     (
-        DeltaTable.forPath(spark, location)
+        delta_table(spark, location)
         .alias("t")
         .merge(bars.alias("s"), condition)
         .whenMatchedUpdateAll()
