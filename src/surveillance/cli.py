@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,6 +136,19 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from surveillance.pipeline.backfill import event_range
+    from surveillance.pipeline.runner import backfill_with_progress
+
+    settings = _settings(args)
+    try:
+        range_ = event_range(args.start, args.end)
+    except ValueError as exc:
+        raise SystemExit(f"backfill: {exc}") from None
+    backfill_with_progress(settings, range_, console=console)
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from surveillance.lakehouse import PUBLIC_TABLES, table_locations
 
@@ -214,6 +228,50 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     models = settings.models
     print_versions(model_versions(settings), models.registered_name, models.champion_alias, wide_console())
+    return 0
+
+
+def cmd_notebook(args: argparse.Namespace) -> int:
+    from surveillance.notebook.runner import (
+        NotebookError,
+        find_notebook,
+        list_notebooks,
+        notebook_title,
+        run_notebook,
+    )
+
+    if args.action == "list":
+        for path in list_notebooks():
+            print(f"{path.stem:28s} {notebook_title(path)}")
+        return 0
+    if not args.name:
+        raise SystemExit(
+            "notebook run: name a notebook, e.g. 05 or 05_surveillance_dashboard (see: notebook list)"
+        )
+    parameters: dict[str, str] = {}
+    for item in args.param or []:
+        if "=" not in item:
+            raise SystemExit(f"--param expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        parameters[key.strip()] = value
+    # --env and --set reach the notebook as its env and overrides widgets (after any --param overrides=).
+    if _env(args):
+        parameters.setdefault("env", _env(args))
+    if _overrides(args):
+        parameters["overrides"] = "\n".join(
+            filter(None, [parameters.get("overrides", ""), *_overrides(args)])
+        )
+    try:
+        path = find_notebook(args.name)
+        run = run_notebook(path, parameters, out_dir=Path(args.out) if args.out else None)
+    except NotebookError as exc:
+        if exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__)
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        return 1
+    console.print(
+        f"{path.stem}: {run.cells_run} code cells in {run.seconds:.0f} s, {len(run.files)} files written"
+    )
     return 0
 
 
@@ -317,6 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--once", action="store_true", help="process everything available, then stop")
     stream.set_defaults(func=cmd_stream)
 
+    backfill = commands.add_parser(
+        "backfill",
+        parents=[common],
+        help="recompute silver, gold and alerts for an event-time range from bronze (idempotent)",
+    )
+    backfill.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        help="first UTC day (YYYY-MM-DD, today, yesterday, today-N) or minute (2026-11-30T14:00Z)",
+    )
+    backfill.add_argument(
+        "--to", dest="end", required=True, help="last UTC day (included), or the minute the range ends before"
+    )
+    backfill.set_defaults(func=cmd_backfill)
+
     tables = commands.add_parser("tables", parents=[common], help="the lakehouse tables and their locations")
     tables.add_argument("--json", action="store_true")
     tables.add_argument("--all", action="store_true", help="include internal tables (stream_progress)")
@@ -340,6 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("action", choices=["compare", "list"])
     models.set_defaults(func=cmd_models)
+
+    notebook = commands.add_parser(
+        "notebook", parents=[common], help="run a Databricks notebook (notebooks/) locally: run NAME | list"
+    )
+    notebook.add_argument("action", choices=["run", "list"])
+    notebook.add_argument(
+        "name", nargs="?", help="file stem (05_surveillance_dashboard), number (05) or path"
+    )
+    notebook.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="a widget's value, e.g. --param symbol=ACME"
+    )
+    notebook.add_argument(
+        "--out", default=None, help="folder for its figures (default reports/notebooks/<name>)"
+    )
+    notebook.set_defaults(func=cmd_notebook)
 
     demo = commands.add_parser("demo", parents=[common], help="the whole pipeline on the sample, end to end")
     demo.add_argument("--sample", default="data/samples/quotes_sample.jsonl")

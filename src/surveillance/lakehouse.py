@@ -197,8 +197,30 @@ DQ_RESULTS = TableSpec(
     "One row per micro-batch, suite and expectation: Great Expectations' verdict and counts.",
 )
 
+BACKFILL_RUNS = TableSpec(
+    "backfill_runs",
+    _fields(
+        ("run_id", S),
+        ("range_start", TS),
+        ("range_end", TS),
+        ("bronze_from_date", D),
+        ("quotes_in_range", L),
+        ("silver_rows", L),
+        ("quarantined_rows", L),
+        ("bar_rows", L),
+        ("alert_rows", L),
+        ("model_version", S),
+        ("changes", S),
+        ("started_at", TS),
+        ("finished_at", TS),
+    ),
+    (),
+    "One row per backfill: the event-time range restated, what it found, and the rows it changed per table.",
+)
+
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (BRONZE, SILVER, QUARANTINE, GOLD_BARS, ALERTS, STREAM_PROGRESS, DQ_RESULTS)
+    spec.name: spec
+    for spec in (BRONZE, SILVER, QUARANTINE, GOLD_BARS, ALERTS, STREAM_PROGRESS, DQ_RESULTS, BACKFILL_RUNS)
 }
 PUBLIC_TABLES = (
     "bronze_quotes",

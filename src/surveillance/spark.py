@@ -57,6 +57,8 @@ def get_spark(settings: Settings, app_name: str | None = None) -> SparkSession:
     """The active session if there is one (Databricks, spark-submit), else a local one with Delta + Kafka."""
     active = SparkSession.getActiveSession()
     if active is not None:
+        # Event dates, partitions and bars are UTC days: the one session setting the library relies on.
+        active.conf.set("spark.sql.session.timeZone", "UTC")
         return active
     builder = SparkSession.builder.appName(app_name or settings.spark.app_name)
     spark_conf = {
@@ -76,7 +78,8 @@ def get_spark(settings: Settings, app_name: str | None = None) -> SparkSession:
         "spark.sql.streaming.stopGracefullyOnShutdown": "true",
     }
     spark_conf.update(settings.spark.conf)
-    if settings.spark.master:
+    if settings.spark.master and not _running_on_cluster():
+        # Under spark-submit the master is the one given to it (--master), never a configured one.
         builder = builder.master(settings.spark.master)
     for key, value in spark_conf.items():
         builder = builder.config(key, value)

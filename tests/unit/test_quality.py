@@ -27,6 +27,7 @@ from surveillance.quality.results import SUITE_COLUMNS, dq_result_rows
 from surveillance.quality.validation import SuiteValidator, check_quality_config
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.silver import (
+    batch_state,
     new_fields,
     object_fields,
     parse_quotes,
@@ -183,11 +184,8 @@ def test_out_of_order_against_earlier_arrivals_and_batches(spark: SparkSession) 
         _quote("b1", symbol="BOLT", event_time="2026-11-20T13:00:00Z"),  # behind BOLT's previous batches
         _quote("c1", symbol="CRUX", event_time="2026-11-20T13:00:00Z"),  # a symbol never seen
     ]
-    high_water = spark.createDataFrame(
-        [("BOLT", dt.datetime(2026, 11, 20, 13, 30, tzinfo=dt.UTC))],
-        "symbol string, max_event_time timestamp",
-    )
-    flagged = flag_out_of_order(to_silver(_checked(spark, lines)), high_water)
+    state = batch_state(spark, "s", 1, None, {"BOLT": dt.datetime(2026, 11, 20, 13, 30, tzinfo=dt.UTC)})
+    flagged = flag_out_of_order(to_silver(_checked(spark, lines)), state)
     got = flagged.select("event_id", "is_out_of_order")
     expected = spark.createDataFrame(
         [("a1", False), ("a2", True), ("a3", False), ("b1", True), ("c1", False)],

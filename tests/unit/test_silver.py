@@ -11,6 +11,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.silver import (
+    batch_state,
     first_per_event_id,
     flag_late,
     not_seen_before,
@@ -181,8 +182,12 @@ def test_flag_late_against_the_watermark(spark: SparkSession) -> None:
     assertDataFrameEqual(
         none_late, spark.createDataFrame([("e1", False), ("e3", False)], "event_id string, is_late boolean")
     )
-    late = flag_late(silver, dt.datetime(2026, 11, 20, 14, 30, 0, 100000)).select("event_id", "is_late")
+    watermark = dt.datetime(2026, 11, 20, 14, 30, 0, 100000, tzinfo=dt.UTC)
+    late = flag_late(silver, batch_state(spark, "stream-1", 1, watermark, {})).select("event_id", "is_late")
     assertDataFrameEqual(
         late, spark.createDataFrame([("e1", False), ("e3", True)], "event_id string, is_late boolean")
     )
+    # The watermark belongs to its micro-batch: quotes of another batch are judged by theirs.
+    other_batch = flag_late(silver, batch_state(spark, "stream-1", 2, watermark, {}))
+    assert other_batch.where("is_late").count() == 0
     assert silver.where(F.col("is_late").isNotNull()).count() == 0

@@ -26,37 +26,27 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
-from surveillance.detection.rules import detect_alerts
 from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
-from surveillance.models.scoring import MODEL_RULE, ChampionModel, model_alerts
-from surveillance.quality.columns import (
-    OUTCOME_SCHEMA,
-    SILVER_ROW_KEY,
-    apply_expectation_outcomes,
-    flag_out_of_order,
-    with_quote_quality_columns,
-    with_quote_totals,
+from surveillance.models.scoring import MODEL_RULE, ChampionModel
+from surveillance.pipeline.layers import (
+    derive_alerts,
+    new_silver_quotes,
+    rule_context,
+    silver_extra_fields,
+    suite_validators,
+    validate_quotes,
 )
-from surveillance.quality.results import SUITE_COLUMNS, dq_result_rows, dq_results_frame, drift_row
-from surveillance.quality.validation import (
-    SuiteRun,
-    SuiteValidator,
-    active_expectations,
-    check_quality_config,
-)
+from surveillance.quality.columns import apply_expectation_outcomes, with_quote_totals
+from surveillance.quality.results import dq_result_rows, dq_results_frame, drift_row
+from surveillance.quality.validation import SuiteRun
 from surveillance.sinks.delta import append_batch, batch_committed, upsert_bars
 from surveillance.sinks.kafka_alerts import publish_alerts
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.gold import bar_keys, one_minute_bars
 from surveillance.transforms.silver import (
-    first_per_event_id,
-    flag_late,
-    new_fields,
-    not_seen_before,
-    object_fields,
+    batch_state,
     parse_quotes,
     to_quarantine,
-    to_silver,
 )
 
 # Test hook: SURVEIL_CRASH_AT="<step>:<batch_id>" kills the process (no clean-up, like a power cut) right
@@ -137,7 +127,7 @@ class QuoteBatchWriter:
         self._high_water: tuple[int, HighWater] | None = None
         self._first_batch = True
         self._silver_columns: dict[str, str] | None = None  # {column: type} of the silver table
-        self.silver_validator, self.bars_validator = _validators(settings)
+        self.silver_validator, self.bars_validator = suite_validators(settings)
         # The registered champion model, if scoring is on (None until one is registered).
         self.champion = ChampionModel(settings) if settings.models.scoring.enabled else None
         # The four appends and the bars MERGE of a batch are independent: run them side by side (Delta
@@ -196,15 +186,18 @@ class QuoteBatchWriter:
         stats = batch_stats(checked)
         previous = self._previous_high_water(batch_id)
         watermark = previous.max_event_time - self.watermark_delay if previous.max_event_time else None
+        state = batch_state(self.spark, self.stream_id(), batch_id, watermark, previous.per_symbol)
         extra_fields, drift = self._extra_fields(stats.message_schema)
-        silver_run, outcomes = self._validate_quotes(checked, stats, extra_fields, watermark)
+        silver_run, outcomes = None, None
+        if self.silver_validator is not None and stats.valid_rows:
+            silver_run, outcomes = validate_quotes(
+                self.spark, self.silver_validator, checked, extra_fields, state
+            )
         routed = apply_expectation_outcomes(checked, outcomes)
         dq_error_rows = len(silver_run.failed_rows("error")) if silver_run else 0
         # Read three times below (dedup, the rules' context, the bars): cache it.
         history = self._silver_history(batch_id, stats).persist()
-        candidates = first_per_event_id(to_silver(routed, extra_fields))
-        fresh = flag_late(not_seen_before(candidates, history.select("event_id")), watermark)
-        new_quotes = flag_out_of_order(fresh, self._high_water_rows(previous)).persist()
+        new_quotes = new_silver_quotes(routed, extra_fields, history, state).persist()
         alerts = None
         model = None
         per_rule: dict[str, int] = {}
@@ -222,19 +215,10 @@ class QuoteBatchWriter:
                 .collect()
             )
             new_count = sum(row["rows"] for row in per_symbol)
-            core = SILVER.schema.fieldNames()
-            context = (
-                history.select(*core)
-                .withColumn("is_new", F.lit(False))
-                .unionByName(new_quotes.select(*core).withColumn("is_new", F.lit(True)))
-            )
-            unreliable = self.settings.quality.price_jump_unreliable_when if self.silver_validator else ()
-            alerts = detect_alerts(context, self.settings.rules, unreliable)
             model = self.champion.current() if self.champion and new_count else None
-            if model is not None:
-                scoring, levels = self.settings.models.scoring, self.settings.rules.severity
-                alerts = alerts.unionByName(model_alerts(context, model, scoring, levels, unreliable))
-            alerts = alerts.persist()
+            context = rule_context(history, new_quotes)
+            quality_on = self.silver_validator is not None
+            alerts = derive_alerts(context, self.settings, model, quality_on).persist()
             per_rule = {row["rule"]: row["count"] for row in alerts.groupBy("rule").count().collect()}
             alert_count = sum(per_rule.values())
             # Alerts go out first: the lakehouse writes below are slower than a Kafka send.
@@ -305,51 +289,11 @@ class QuoteBatchWriter:
         self._high_water = (batch_id, high_water)
         _crash_point("progress", batch_id)
 
-    def _validate_quotes(
-        self,
-        checked: DataFrame,
-        stats: BatchStats,
-        extra_fields: dict[str, str],
-        watermark: dt.datetime | None,
-    ) -> tuple[SuiteRun | None, DataFrame | None]:
-        """Run the silver suite over the batch's valid quotes; the rows that broke something, by key."""
-        if self.silver_validator is None or not stats.valid_rows:
-            return None, None
-        quotes = with_quote_quality_columns(flag_late(to_silver(checked, extra_fields), watermark)).persist()
-        try:
-            run = self.silver_validator.validate(quotes)
-        finally:
-            quotes.unpersist()
-        errors, warnings = run.failed_rows("error"), run.failed_rows("warn")
-        keys = sorted(set(errors) | set(warnings))
-        if not keys:
-            return run, None
-        rows = [(int(p), int(o), errors.get((p, o), []), warnings.get((p, o), [])) for p, o in keys]
-        return run, self.spark.createDataFrame(rows, OUTCOME_SCHEMA)
-
-    def _high_water_rows(self, high_water: HighWater) -> DataFrame:
-        rows = [(symbol, moment) for symbol, moment in high_water.per_symbol.items()]
-        return self.spark.createDataFrame(rows, "symbol string, max_event_time timestamp")
-
     def _extra_fields(self, message_schema: str | None) -> tuple[dict[str, str], dict[str, Any]]:
-        """Silver's extra columns for this batch and what producers sent beyond the contract.
-
-        With ``schema.evolve``, every field already added to silver (with its column type) plus the new ones
-        this batch brings; without it, none. The second value describes the fields beyond the contract and
-        silver's columns, for the batch's data-quality record.
-        """
-        columns = self._silver_table_columns()
-        added = {name: kind for name, kind in columns.items() if name not in SILVER.schema.fieldNames()}
-        addable, refused = new_fields(message_schema, list(columns))
-        observed = object_fields(message_schema)
-        drift = {
-            "unknown_fields": {name: observed[name] for name in (*addable, *refused)},
-            "not_addable": refused,
-            "evolve": self.settings.schema_settings.evolve,
-        }
-        if not self.settings.schema_settings.evolve:
-            return {}, drift
-        return {**added, **addable}, drift
+        """Silver's extra columns for this batch and what producers sent beyond the contract."""
+        return silver_extra_fields(
+            self._silver_table_columns(), message_schema, self.settings.schema_settings.evolve
+        )
 
     def _silver_table_columns(self) -> dict[str, str]:
         if self._silver_columns is None:
@@ -385,7 +329,7 @@ class QuoteBatchWriter:
         start = stats.min_event_time - self.lookback
         end = _end_of_minute(stats.max_event_time)
         return silver.where(
-            F.col("event_date").isin(_dates_between(start, end))
+            F.col("event_date").isin(dates_between(start, end))
             & (F.col("event_time") >= F.lit(start))
             & (F.col("event_time") < F.lit(end))
             & ~self._this_batch(batch_id)
@@ -425,36 +369,6 @@ class QuoteBatchWriter:
             bars.unpersist()
 
 
-# Building a GX context and its suites takes seconds: a process that starts several queries (notebooks,
-# tests) reuses them. Keyed by the suite's configuration, so a changed suite gets a new validator.
-_VALIDATORS: dict[str, SuiteValidator] = {}
-
-
-def _validator(suite: str, specs: dict[str, Any], row_key: tuple[str, ...]) -> SuiteValidator | None:
-    if not active_expectations(specs):
-        return None
-    key = json.dumps([suite, {n: s.model_dump() for n, s in specs.items()}, row_key], sort_keys=True)
-    if key not in _VALIDATORS:
-        _VALIDATORS[key] = SuiteValidator(suite, specs, row_key)
-    return _VALIDATORS[key]
-
-
-def _validators(settings: Settings) -> tuple[SuiteValidator | None, SuiteValidator | None]:
-    """The silver and bars suites' validators (None where quality is off or a suite is empty)."""
-    quality = settings.quality
-    if not quality.enabled:
-        return None, None
-    # Evolved silver columns are not known at start: expectations may name them.
-    columns = {
-        k: v for k, v in SUITE_COLUMNS.items() if k != "silver_quotes" or not settings.schema_settings.evolve
-    }
-    check_quality_config(quality, columns)
-    return (
-        _validator("silver_quotes", quality.suites.silver_quotes, SILVER_ROW_KEY),
-        _validator("gold_bars_1m", quality.suites.gold_bars_1m, ("symbol", "bar_start")),
-    )
-
-
 def _advance(
     previous: HighWater, batch_max: dt.datetime | None, per_symbol: dict[str, dt.datetime]
 ) -> HighWater:
@@ -471,7 +385,7 @@ def _end_of_minute(moment: dt.datetime) -> dt.datetime:
     return moment.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
 
 
-def _dates_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+def dates_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     """Every UTC date from ``start`` to ``end`` inclusive (the date partitions a time range touches)."""
     first, last = start.astimezone(dt.UTC).date(), end.astimezone(dt.UTC).date()
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]

@@ -6,6 +6,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from surveillance.transforms.silver import with_batch_state
+
 # The columns that identify one record of a micro-batch (its Kafka coordinates), before and after the
 # silver projection renames them.
 BRONZE_ROW_KEY = ("partition", "offset")
@@ -67,20 +69,20 @@ def apply_expectation_outcomes(checked: DataFrame, outcomes: DataFrame | None) -
     ).select(*checked.columns, "dq_errors", "dq_warnings")
 
 
-def flag_out_of_order(quotes: DataFrame, high_water: DataFrame) -> DataFrame:
+def flag_out_of_order(quotes: DataFrame, state: DataFrame | None) -> DataFrame:
     """Set ``is_out_of_order``: an earlier-arrived quote of the same symbol has a later event time.
 
-    Earlier arrivals are those of this batch before it (by Kafka timestamp, partition, offset) and every
-    quote of earlier batches, summarised by ``high_water`` (symbol, max_event_time).
+    Earlier arrivals are those of the same micro-batch before it (by Kafka timestamp, partition, offset) and
+    every quote of earlier batches, summarised by the batch's ``state`` (see
+    :data:`surveillance.transforms.silver.BATCH_STATE_SCHEMA`).
     """
     arrived_before = (
-        Window.partitionBy("symbol")
+        Window.partitionBy("stream_id", "batch_id", "symbol")
         .orderBy("kafka_timestamp", "kafka_partition", "kafka_offset")
         .rowsBetween(Window.unboundedPreceding, -1)
     )
-    previous = high_water.select("symbol", F.col("max_event_time").alias("_previous_max"))
-    joined = quotes.join(F.broadcast(previous), "symbol", "left")
-    frontier = F.greatest(F.max("event_time").over(arrived_before), F.col("_previous_max"))
+    joined = with_batch_state(quotes, state)
+    frontier = F.greatest(F.max("event_time").over(arrived_before), F.col("_symbol_max"))
     return joined.withColumn(
         "is_out_of_order", F.coalesce(F.col("event_time") < frontier, F.lit(False))
     ).select(*quotes.columns)

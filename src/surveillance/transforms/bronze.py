@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 
@@ -29,4 +29,15 @@ def to_bronze(
             "stream_id": F.lit(stream_id),
             "batch_id": F.lit(batch_id).cast("long"),
         }
+    )
+
+
+def first_ingestion(bronze: DataFrame) -> DataFrame:
+    """Each Kafka record (topic, partition, offset) once, as first ingested.
+
+    A stream restarted on a new checkpoint reads the topic again and records those messages again.
+    """
+    first = Window.partitionBy("topic", "partition", "offset").orderBy("ingested_at", "stream_id", "batch_id")
+    return (
+        bronze.withColumn("_ingestion", F.row_number().over(first)).where("_ingestion = 1").drop("_ingestion")
     )

@@ -26,7 +26,13 @@ def one_minute_bars(quotes: DataFrame) -> DataFrame:
             F.min("price").alias("low"),
             F.max_by("price", order).alias("close"),
             F.sum("volume").cast("long").alias("volume"),
-            F.sum(F.col("price") * F.col("volume")).alias("_notional"),
+            # Summed in event-time order: a floating-point sum depends on the order of its terms, and a
+            # minute's quotes reach the sum in one order in the stream and in another in a backfill.
+            F.aggregate(
+                F.array_sort(F.collect_list(F.struct(order, (F.col("price") * F.col("volume")).alias("n")))),
+                F.lit(0.0),
+                lambda total, quote: total + quote["n"],
+            ).alias("_notional"),
             F.count("*").cast("long").alias("trade_count"),
             F.min("event_time").alias("first_event_time"),
             F.max("event_time").alias("last_event_time"),

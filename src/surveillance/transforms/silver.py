@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from surveillance.lakehouse import QUARANTINE, SILVER
@@ -248,8 +248,8 @@ def to_silver(checked: DataFrame, extra_fields: Mapping[str, str] | None = None)
 
 
 def first_per_event_id(quotes: DataFrame) -> DataFrame:
-    """One row per event_id: the first to arrive (lowest partition, offset) wins."""
-    first = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
+    """One row per event_id: the first to arrive (earliest ingestion, then lowest partition, offset) wins."""
+    first = Window.partitionBy("event_id").orderBy("ingested_at", "kafka_partition", "kafka_offset")
     return quotes.withColumn("_arrival", F.row_number().over(first)).where("_arrival = 1").drop("_arrival")
 
 
@@ -260,7 +260,47 @@ def not_seen_before(quotes: DataFrame, seen_event_ids: DataFrame) -> DataFrame:
     )
 
 
-def flag_late(quotes: DataFrame, watermark: dt.datetime | None) -> DataFrame:
-    """Set ``is_late`` for quotes older than the event-time watermark (none are late before the first one)."""
-    late = F.lit(False) if watermark is None else F.col("event_time") < F.lit(watermark).cast("timestamp")
-    return quotes.withColumn("is_late", late)
+# What a micro-batch knew of earlier ones when it ran: the event-time watermark and each symbol's latest
+# event time. The stream has one row (its current batch); a backfill one per micro-batch it restates.
+BATCH_STATE_SCHEMA = (
+    "stream_id string, batch_id bigint, watermark timestamp, symbol_max_event_time map<string, timestamp>"
+)
+
+
+def batch_state(
+    spark: SparkSession,
+    stream_id: str,
+    batch_id: int,
+    watermark: dt.datetime | None,
+    symbol_max_event_time: Mapping[str, dt.datetime],
+) -> DataFrame:
+    """The one-row state of a micro-batch (see ``BATCH_STATE_SCHEMA``)."""
+    row = (stream_id, batch_id, watermark, dict(symbol_max_event_time))
+    return spark.createDataFrame([row], BATCH_STATE_SCHEMA)
+
+
+def with_batch_state(quotes: DataFrame, state: DataFrame | None) -> DataFrame:
+    """Quotes + ``_watermark`` and ``_symbol_max`` of the micro-batch each arrived in (NULL when unknown)."""
+    if state is None:
+        return quotes.withColumns(
+            {"_watermark": F.lit(None).cast("timestamp"), "_symbol_max": F.lit(None).cast("timestamp")}
+        )
+    known = F.broadcast(
+        state.select(
+            "stream_id",
+            "batch_id",
+            F.col("watermark").alias("_watermark"),
+            F.col("symbol_max_event_time").alias("_symbol_max_map"),
+        )
+    )
+    joined = quotes.join(known, ["stream_id", "batch_id"], "left")
+    return joined.withColumn("_symbol_max", F.try_element_at("_symbol_max_map", F.col("symbol"))).drop(
+        "_symbol_max_map"
+    )
+
+
+def flag_late(quotes: DataFrame, state: DataFrame | None) -> DataFrame:
+    """Set ``is_late`` for quotes older than their micro-batch's event-time watermark (none without one)."""
+    joined = with_batch_state(quotes, state)
+    late = F.coalesce(F.col("event_time") < F.col("_watermark"), F.lit(False))
+    return joined.withColumn("is_late", late).select(*quotes.columns)
