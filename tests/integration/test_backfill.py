@@ -109,9 +109,9 @@ def _spark_submit_backfill(pipeline: Pipeline, rebuilt: Path, day: dt.date) -> s
 def test_backfill_equals_the_stream_restates_its_range_and_reruns_change_nothing(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    generated = generate_quotes(symbols=4, minutes=40, seed=23, inject_anomalies=True, dirty=True)
+    generated = generate_quotes(symbols=3, minutes=30, seed=23, inject_anomalies=True, dirty=True)
     pipeline.send_lines(_in_order(generated))
-    pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=2000")
+    pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=1000")
     pipeline.run_once()
     spark = pipeline.spark
     assert read_table(spark, pipeline.locations["stream_progress"]).count() >= 3, "state across batches"
@@ -145,7 +145,7 @@ def test_backfill_equals_the_stream_restates_its_range_and_reruns_change_nothing
     # 3. A stricter rule over a 15-minute range: alerts inside it restated, nothing outside it touched.
     alerts_before = pipeline.pandas("alerts")
     window = EventRange(DEFAULT_START + dt.timedelta(minutes=10), DEFAULT_START + dt.timedelta(minutes=25))
-    stricter = pipeline.settings.with_overrides("rules.price_jump.threshold=0.002")
+    stricter = pipeline.settings.with_overrides("rules.price_jump.threshold=0.001")
     report = run_backfill(spark, stricter, window)
     assert report.changes["alerts"].inserted > 0
     assert report.changes["silver_quotes"].changed == 0 and report.changes["gold_bars_1m"].changed == 0
@@ -157,10 +157,10 @@ def test_backfill_equals_the_stream_restates_its_range_and_reruns_change_nothing
         alerts[~inside].sort_values("alert_id", ignore_index=True),
         outside_before.sort_values("alert_id", ignore_index=True),
     )
-    # Inside: a price jump exactly where |return| from the previous quote (by event time) exceeds 0.2 %.
+    # Inside: a price jump exactly where |return| from the previous quote (by event time) exceeds 0.1 %.
     quotes = pipeline.pandas("silver_quotes").sort_values(["symbol", "event_time", "event_id"])
     quotes["ret"] = quotes.groupby("symbol").price.pct_change()
-    wanted = quotes[quotes.event_time.ge(start) & quotes.event_time.lt(end) & (quotes.ret.abs() > 0.002)]
+    wanted = quotes[quotes.event_time.ge(start) & quotes.event_time.lt(end) & (quotes.ret.abs() > 0.001)]
     assert sorted(alerts[inside & (alerts.rule == "price_jump")].event_id) == sorted(wanted.event_id)
     assert _versions(pipeline)["gold_bars_1m"] == before["gold_bars_1m"]
 
