@@ -1,4 +1,4 @@
-"""spark-submit entry point for a backfill: ``spark-submit ... jobs/backfill.py --from DATE --to DATE [--env dev]``.
+"""spark-submit entry point for a backfill: ``spark-submit ... jobs/backfill.py --from DAY --to DAY``.
 
 Parses nothing itself: the arguments go to ``surveil backfill`` (global options such as --env and --set
 are accepted after it too).
