@@ -408,13 +408,14 @@ class Settings(_Strict):
 
 
 def conf_dir() -> Path:
-    """The folder holding base.yml and the overlays (SURVEIL_CONF_DIR, else ./conf, else the repo's)."""
+    """The folder holding base.yml and the overlays: SURVEIL_CONF_DIR, else ./conf or ../conf (a notebook
+    in notebooks/ runs in its own folder on Databricks), else the source checkout's."""
     explicit = os.environ.get("SURVEIL_CONF_DIR")
     if explicit:
         return Path(explicit)
-    local = Path.cwd() / "conf"
-    if (local / "base.yml").exists():
-        return local
+    for candidate in (Path.cwd() / "conf", Path.cwd().parent / "conf"):
+        if (candidate / "base.yml").exists():
+            return candidate
     return Path(__file__).resolve().parents[2] / "conf"
 
 

@@ -111,10 +111,10 @@ def test_backfill_equals_the_stream_restates_its_range_and_reruns_change_nothing
 ) -> None:
     generated = generate_quotes(symbols=3, minutes=30, seed=23, inject_anomalies=True, dirty=True)
     pipeline.send_lines(_in_order(generated))
-    pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=1000")
+    pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=1500")
     pipeline.run_once()
     spark = pipeline.spark
-    assert read_table(spark, pipeline.locations["stream_progress"]).count() >= 3, "state across batches"
+    assert read_table(spark, pipeline.locations["stream_progress"]).count() >= 2, "state across batches"
     stream = {name: pipeline.table(name) for name in ("silver_quotes", "gold_bars_1m", "alerts")}
     assert stream["alerts"].count() > 0 and stream["silver_quotes"].where("size(dq_warnings) > 0").count() > 0
 

@@ -249,10 +249,11 @@ class QuoteBatchWriter:
             if extra_fields:
                 self._silver_columns = None  # the append may have added columns
         finally:
-            new_quotes.unpersist()
-            history.unpersist()
+            # Most derived first: uncaching a frame that a cached one builds on makes Spark re-plan that one.
             if alerts is not None:
                 alerts.unpersist()
+            new_quotes.unpersist()
+            history.unpersist()
 
         runs = [run for run in (silver_run, *bars_runs) if run is not None]
         dq_rows = [*dq_result_rows(runs), drift_row(drift, stats.valid_rows, started_at)]
