@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from pyspark.sql import SparkSession
 
-from surveillance.pipeline.stream import _dates_between, batch_stats, utc_from_micros
+from surveillance.pipeline.stream import batch_stats, dates_between, utc_from_micros
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.silver import parse_quotes
 
@@ -32,9 +32,9 @@ def test_utc_from_micros() -> None:
     assert utc_from_micros(1_763_649_000_123_000) == dt.datetime(2025, 11, 20, 14, 30, 0, 123000, tzinfo=UTC)
 
 
-def test_dates_between_crosses_midnight() -> None:
+def testdates_between_crosses_midnight() -> None:
     start = dt.datetime(2026, 11, 20, 23, 30, tzinfo=UTC)
-    assert _dates_between(start, start + dt.timedelta(hours=1)) == [
+    assert dates_between(start, start + dt.timedelta(hours=1)) == [
         dt.date(2026, 11, 20),
         dt.date(2026, 11, 21),
     ]

@@ -54,12 +54,13 @@ def run_stream(settings: Settings, once: bool = False, console: Console | None =
             query.stop()
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, detail: str = "batches") -> Progress:
+    """A progress bar with a task's ``detail`` field beside the count."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[batches]}"),
+        TextColumn(f"{{task.fields[{detail}]}}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
@@ -74,7 +75,7 @@ def backfill_with_progress(
     if settings.quality.enabled:
         preload_great_expectations()
     spark = get_spark(settings)
-    with _steps(console) as progress:
+    with _progress(console, detail="step") as progress:
         task = progress.add_task(f"backfill {range_}", total=len(STEPS), step="starting")
 
         def on_step(step: str) -> None:
@@ -103,15 +104,3 @@ def print_backfill_report(report: BackfillReport, console: Console) -> None:
     console.print(table)
     if not report.changed:
         console.print("nothing changed: the lakehouse already held exactly these rows")
-
-
-def _steps(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[step]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
