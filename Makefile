@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SURVEIL := $(BIN)/surveil
 
-.PHONY: setup demo test test-unit kafka-up kafka-down kafka-status bench lint format clean
+.PHONY: setup demo test test-recovery test-unit kafka-up kafka-down kafka-status bench lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -22,8 +22,12 @@ setup: $(STAMP)
 demo: setup
 	$(SURVEIL) demo
 
+# Everything but the crash/restart suite (marked slow: it cold-starts the stream a dozen times); CI runs both.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-recovery: setup
+	$(BIN)/python -m pytest -q -m slow
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

@@ -29,7 +29,7 @@ from surveillance.spark import KAFKA_CONNECTOR, TOKEN_PROVIDER, TOKEN_PROVIDER_V
 if TYPE_CHECKING:
     from conftest import Pipeline
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"

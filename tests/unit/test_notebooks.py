@@ -364,8 +364,12 @@ def test_find_notebook_by_number_stem_or_path(tmp_path: Path) -> None:
 def test_cli_passes_params_env_and_set_to_the_notebook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from pyspark.sql import SparkSession
+
     session = FakeSpark()
     monkeypatch.setattr(runner, "_spark_for", lambda parameters, app_name: session)
+    # As from a fresh `surveil` process: no session yet, so the run owns (and stops) the one it starts.
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
     path = write_notebook(
         tmp_path,
         'dbutils.widgets.dropdown("env", "local", ["local", "dev", "prod"])\n'
