@@ -319,12 +319,6 @@ class BackfillRun:
             ).persist()
             bars = one_minute_bars(new_quotes).persist()
             cached.extend([history, new_quotes, alerts, bars])
-            report.silver_rows, report.alert_rows, report.bar_rows = (
-                new_quotes.count(),
-                alerts.count(),
-                bars.count(),
-            )
-
             self.on_step("silver")
             report.changes["silver_quotes"] = replace_range(
                 new_quotes,
@@ -348,6 +342,10 @@ class BackfillRun:
                 ["alert_id"],
                 self.range.scope("event_time", "alert_date"),
                 volatile=["detected_at"],
+            )
+            # The comparison counted every row the backfill computed: no separate count jobs.
+            report.silver_rows, report.bar_rows, report.alert_rows = (
+                report.changes[name].computed for name in ("silver_quotes", "gold_bars_1m", "alerts")
             )
             self.on_step("quarantine")
             report.quarantined_rows = insert_missing(

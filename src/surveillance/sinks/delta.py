@@ -89,6 +89,11 @@ class RangeChange:
     def changed(self) -> int:
         return self.inserted + self.updated + self.deleted
 
+    @property
+    def computed(self) -> int:
+        """Rows the range holds now: the rows it was made equal to."""
+        return self.inserted + self.updated + self.unchanged
+
 
 def replace_range(
     rows: DataFrame,
