@@ -1,25 +1,32 @@
-"""``make bench``: how fast Spark can read Kafka here, how close the full pipeline gets, and alert latency.
+"""``make bench``: how fast Spark can read Kafka here, how close each path gets, and alert latency.
 
 (a) raw read: the preloaded topic into Spark's ``noop`` sink; the ceiling on this machine.
-(b) pipeline: the same topic through the whole foreachBatch (bronze, silver, gold, alerts) from empty tables.
-(c) latency: quotes replayed at a fixed rate into a running stream; for each alert, its Kafka timestamp
-    minus the triggering quote's Kafka timestamp; p50/p95/p99.
-Rates are computed from Spark's own per-batch durations (rows / time inside triggers), so JVM start-up and
-query planning before the first batch are not counted.
+(b) lakehouse path: the same topic through the lakehouse query alone (bronze, quarantine, silver, gold,
+    dq_results, stream_progress) from empty tables.
+(c) latency: quotes replayed at fixed rates into a running ``surveil stream`` (both queries); for each
+    alert, its Kafka timestamp minus the triggering quote's Kafka timestamp; the consumer lag at the end.
+(d) the seeds' design as a peer on the preloaded topic: one kafka-python consumer, ``json.loads``, a dict of
+    last prices (> 5 % jump) and a rolling z-score over 20 prices per symbol; it writes nothing anywhere.
+(g) the per-step profile: median seconds per step and Spark jobs per batch, per query, from stream_progress.
+Rates of Spark queries are computed from Spark's own per-batch durations (rows / time inside triggers), so
+JVM start-up and query planning before the first batch are not counted.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from kafka import KafkaConsumer
 from rich.console import Console
 from rich.table import Table
@@ -28,10 +35,11 @@ from surveillance.config import Settings, resolve_local_path
 from surveillance.demo import local_run_settings, train_champion, wipe_run_state
 from surveillance.ingestion.generator import generate_quotes, write_jsonl
 from surveillance.ingestion.replay import replay_file
-from surveillance.kafka.admin import ensure_topics
+from surveillance.kafka.admin import ensure_topics, topic_end_offsets
 from surveillance.kafka.broker import LocalBroker
+from surveillance.lakehouse import read_table, table_locations
 from surveillance.models.registry import alias_version
-from surveillance.pipeline.stream import read_quotes, start_stream, wait_for
+from surveillance.pipeline.stream import StreamingJob, processed_offsets, read_quotes, start_stream, wait_for
 from surveillance.spark import get_spark
 
 BENCH_OVERRIDES = (
@@ -46,19 +54,34 @@ BENCH_OVERRIDES = (
 
 
 @dataclass
+class LatencyRun:
+    input_events_per_s: float  # the rate asked for
+    sent_events_per_s: float  # the rate the replay reached
+    alerts: int
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+    max_s: float | None
+    lag_end: int  # quotes in the topic the detection query had not processed when the replay ended
+    lag_growing: bool
+
+
+@dataclass
 class BenchResult:
     events: int
     raw_read_events_per_s: float
-    pipeline_events_per_s: float
-    pipeline_batches: int
-    pipeline_median_batch_s: float
-    ratio_pipeline_to_raw: float
-    latency_input_rate: float
-    latency_alerts: int
-    latency_p50_s: float | None
-    latency_p95_s: float | None
-    latency_p99_s: float | None
-    # The champion model the stream scored with in (b) and (c): "<detector> v<version>", or "off".
+    lakehouse_events_per_s: float
+    lakehouse_batches: int
+    lakehouse_median_batch_s: float
+    ratio_lakehouse_to_raw: float
+    peer_events_per_s: float
+    ratio_lakehouse_to_peer: float
+    latency: list[LatencyRun]
+    profile: dict[str, dict[str, float]]  # query -> {step: median seconds, "spark_jobs": median}
+    # Not measured by this version of the bench (see the README's Performance section).
+    cold_start_s: float | None = None
+    cost_growth_ratio: float | None = None
+    # The champion model the detection query scored with in (c): "<detector> v<version>", or "off".
     model_scoring: str = "off"
 
 
@@ -74,8 +97,9 @@ def _rate(progress: list[dict]) -> tuple[float, int, float]:
 
 
 def _bench_settings(base: Settings, name: str) -> Settings:
+    # Each measurement's checkpoints in their own folder (the detection query's sits beside the lakehouse's).
     return base.with_overrides(
-        f"stream.checkpoint_dir={base.state_dir}/checkpoints/{name}", f"stream.query_name={name}"
+        f"stream.checkpoint_dir={base.state_dir}/checkpoints/{name}/quotes_to_lakehouse"
     )
 
 
@@ -93,67 +117,146 @@ def measure_raw_read(settings: Settings) -> float:
     return _rate(query.recentProgress)[0]
 
 
-def measure_pipeline(settings: Settings) -> tuple[float, int, float]:
-    """Events/s of the full pipeline over the whole topic, from empty tables."""
+def measure_lakehouse(settings: Settings) -> tuple[float, int, float]:
+    """Events/s of the lakehouse query alone over the whole topic, from empty tables."""
     spark = get_spark(settings)
-    query = start_stream(spark, settings, once=True)
-    wait_for(query)
-    return _rate(query.recentProgress)
+    job = start_stream(spark, settings.with_overrides("detection.enabled=false"), once=True)
+    wait_for(job)
+    return _rate(job.lakehouse.recentProgress)
 
 
-def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path) -> list[float]:
-    """Seconds from each triggering quote's Kafka timestamp to its alert's Kafka timestamp."""
-    symbols = 10
+def measure_peer(settings: Settings, events: int) -> float:
+    """Events/s of the seeds' design: a kafka-python loop with a dict of last prices and a z-score."""
+    consumer = KafkaConsumer(
+        settings.kafka.topics.quotes,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+        **settings.kafka.client_options(),
+    )
+    last: dict[str, float] = {}
+    windows: dict[str, deque[float]] = {}
+    seen = jumps = spikes = 0
+    started = None
+    for message in consumer:
+        started = started or time.perf_counter()
+        seen += 1
+        try:
+            quote = json.loads(message.value)
+            symbol, price = quote["symbol"], float(quote["price"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        previous = last.get(symbol)
+        if previous and abs(price - previous) / previous > 0.05:
+            jumps += 1
+        window = windows.setdefault(symbol, deque(maxlen=20))
+        if len(window) == 20:
+            mean = statistics.fmean(window)
+            stdev = statistics.pstdev(window)
+            if stdev and abs(price - mean) / stdev > 3:
+                spikes += 1
+        window.append(price)
+        last[symbol] = price
+        if seen >= events:
+            break
+    elapsed = time.perf_counter() - started if started else 0.0
+    consumer.close()
+    return seen / elapsed if elapsed else 0.0
+
+
+def _topic_lag(settings: Settings, job: StreamingJob) -> int:
+    """Quotes in the topic the detection query has not processed yet."""
+    end = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
+    return max(0, end - processed_offsets(job.detection or job.lakehouse))
+
+
+def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path) -> LatencyRun:
+    """Quote -> alert latency with both queries running, at ``rate`` quotes/s for ``seconds``."""
+    symbols = 20
     per_minute = max(1, int(rate * 60 / symbols))
     quotes = generate_quotes(
         symbols=symbols,
-        minutes=max(2, seconds // 60 + 1),
+        minutes=max(2, seconds // 60 + 2),
         seed=11,
         inject_anomalies=True,
         ticks_per_minute=per_minute,
     )
-    path = write_jsonl(quotes, workdir / "latency.jsonl")
+    path = write_jsonl(quotes, workdir / f"latency_{int(rate)}.jsonl")
     consumer = KafkaConsumer(
         settings.kafka.topics.alerts,
         auto_offset_reset="latest",
         enable_auto_commit=False,
-        consumer_timeout_ms=1000,
+        consumer_timeout_ms=500,
         **settings.kafka.client_options(),
     )
     consumer.poll(timeout_ms=1000)  # join the topic before anything is published
     spark = get_spark(settings)
-    query = start_stream(spark, settings, once=False)
-    sender = threading.Thread(
-        target=replay_file, args=(path, settings.kafka), kwargs={"rate": rate, "progress": False}, daemon=True
-    )
+    job = start_stream(spark, settings, once=False)
+    time.sleep(20)  # warm-up: both queries past their first batches before quotes arrive
+    sent: dict[str, float] = {}
+
+    def send() -> None:
+        begun = time.monotonic()
+        result = replay_file(path, settings.kafka, rate=rate, progress=False)
+        sent["rate"] = result.sent / (time.monotonic() - begun)
+
+    sender = threading.Thread(target=send, daemon=True)
     latencies: list[float] = []
+    lags: list[int] = []
     deadline = time.monotonic() + seconds
     sender.start()
     try:
-        while time.monotonic() < deadline + 15:
+        while sender.is_alive() or time.monotonic() < deadline:
             for message in consumer:
                 alert = json.loads(message.value)
                 source = np.datetime64(alert["source_kafka_timestamp"].replace("Z", ""))
                 quote_ms = source.astype("datetime64[ms]").astype(np.int64)
                 latencies.append((message.timestamp - int(quote_ms)) / 1000)
-            if time.monotonic() > deadline and not sender.is_alive():
+            lags.append(_topic_lag(settings, job))
+            if time.monotonic() > deadline + 30:
                 break
+        lag_end = _topic_lag(settings, job)
     finally:
-        query.stop()
+        job.stop()
         consumer.close()
-    return latencies
+    half = lags[len(lags) // 2 :] or [0]
+    pct = (lambda q: float(np.percentile(latencies, q))) if latencies else (lambda q: None)
+    return LatencyRun(
+        input_events_per_s=rate,
+        sent_events_per_s=sent.get("rate", 0.0),
+        alerts=len(latencies),
+        p50_s=pct(50),
+        p95_s=pct(95),
+        p99_s=pct(99),
+        max_s=max(latencies) if latencies else None,
+        lag_end=lag_end,
+        lag_growing=lag_end > max(half[0], 2 * rate),
+    )
+
+
+def step_profile(settings: Settings) -> dict[str, dict[str, float]]:
+    """Median seconds per step and Spark jobs per batch of each query, from its stream_progress rows."""
+    spark = get_spark(settings)
+    progress = read_table(spark, table_locations(settings)["stream_progress"]).toPandas()
+    profile: dict[str, dict[str, float]] = {}
+    for query, rows in progress.groupby("query_name"):
+        busy = rows[rows.silver_rows.fillna(0) > 0]
+        steps = pd.DataFrame(list(busy.step_seconds.dropna().map(dict)))
+        medians = {name: float(steps[name].median()) for name in steps.columns}
+        profile[str(query)] = {**medians, "spark_jobs": float(busy.spark_jobs.median()), "batches": len(busy)}
+    return profile
 
 
 def run_bench(
-    events: int = 200_000,
-    latency_rate: float = 500.0,
-    latency_seconds: int = 60,
+    events: int = 500_000,
+    latency_rates: Sequence[float] = (1_000.0, 10_000.0),
+    latency_seconds: int = 120,
     out: Path = Path("reports/bench.json"),
     env: str | None = None,
     overrides: Sequence[str] = (),
     console: Console | None = None,
 ) -> BenchResult:
-    """Run (a), (b) and (c) on a fresh broker and lakehouse; print a table and write JSON."""
+    """Run (a)-(d) and (g) on a fresh broker and lakehouse; print a table and write JSON."""
     console = console or Console(stderr=True)
     settings = local_run_settings(env, BENCH_OVERRIDES, overrides)
     broker = LocalBroker(settings)
@@ -162,6 +265,7 @@ def run_bench(
     wipe_run_state(settings)
     shutil.rmtree(resolve_local_path(f"{settings.state_dir}/checkpoints"), ignore_errors=True)
     shutil.rmtree(resolve_local_path(f"{settings.state_dir}/lakehouse_latency"), ignore_errors=True)
+    latency: list[LatencyRun] = []
     try:
         broker.up()
         ensure_topics(settings.kafka)
@@ -177,37 +281,41 @@ def run_bench(
             raw = measure_raw_read(
                 _bench_settings(settings, "bench_raw").with_overrides("stream.max_offsets_per_trigger=null")
             )
+            console.print("(d) the seeds' design (kafka-python loop)...")
+            peer = measure_peer(settings, loaded.sent)
             model_scoring = "off"
             if settings.models.scoring.enabled:
-                console.print("training the anomaly models (the stream scores with the champion)...")
+                console.print("training the anomaly models (the detection query scores with the champion)...")
                 train_champion(settings, console)
                 champion = alias_version(settings)
                 model_scoring = f"{champion.tags.get('detector', '?')} v{champion.version}"
-            console.print("(b) full pipeline...")
-            pipe_rate, batches, median_batch = measure_pipeline(_bench_settings(settings, "bench_pipeline"))
-            console.print(f"(c) latency at {latency_rate:.0f} events/s for {latency_seconds}s...")
-            latency_settings = _bench_settings(settings, "bench_latency").with_overrides(
-                "kafka.topics.quotes=bench_latency_quotes",
-                "stream.trigger_interval=1 second",
-                f"lakehouse.root={settings.state_dir}/lakehouse_latency",
-            )
-            ensure_topics(latency_settings.kafka)
-            latencies = measure_latency(latency_settings, latency_rate, latency_seconds, Path(tmp))
+            console.print("(b) lakehouse path...")
+            lakehouse_settings = _bench_settings(settings, "bench_lakehouse")
+            lake_rate, batches, median_batch = measure_lakehouse(lakehouse_settings)
+            profile = step_profile(lakehouse_settings)
+            for rate in latency_rates:
+                console.print(f"(c) latency at {rate:,.0f} events/s for {latency_seconds}s, both queries...")
+                latency_settings = _bench_settings(settings, f"bench_latency_{int(rate)}").with_overrides(
+                    f"kafka.topics.quotes=bench_latency_quotes_{int(rate)}",
+                    "stream.trigger_interval=5 seconds",
+                    f"lakehouse.root={settings.state_dir}/lakehouse_latency_{int(rate)}",
+                )
+                ensure_topics(latency_settings.kafka)
+                latency.append(measure_latency(latency_settings, rate, latency_seconds, Path(tmp)))
+                profile.update({f"{q} @ {rate:,.0f}/s": v for q, v in step_profile(latency_settings).items()})
     finally:
         broker.down()
-    pct = (lambda q: float(np.percentile(latencies, q))) if latencies else (lambda q: None)
     result = BenchResult(
         events=loaded.sent,
         raw_read_events_per_s=raw,
-        pipeline_events_per_s=pipe_rate,
-        pipeline_batches=batches,
-        pipeline_median_batch_s=median_batch,
-        ratio_pipeline_to_raw=pipe_rate / raw if raw else 0.0,
-        latency_input_rate=latency_rate,
-        latency_alerts=len(latencies),
-        latency_p50_s=pct(50),
-        latency_p95_s=pct(95),
-        latency_p99_s=pct(99),
+        lakehouse_events_per_s=lake_rate,
+        lakehouse_batches=batches,
+        lakehouse_median_batch_s=median_batch,
+        ratio_lakehouse_to_raw=lake_rate / raw if raw else 0.0,
+        peer_events_per_s=peer,
+        ratio_lakehouse_to_peer=lake_rate / peer if peer else 0.0,
+        latency=latency,
+        profile=profile,
         model_scoring=model_scoring,
     )
     _print(result, settings, Console())
@@ -217,24 +325,46 @@ def run_bench(
     return result
 
 
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
 def _print(result: BenchResult, settings: Settings, console: Console) -> None:
-    table = Table(
-        title=f"Benchmark ({result.events:,} events, {settings.spark.master}, "
-        f"maxOffsetsPerTrigger={settings.stream.max_offsets_per_trigger})"
-    )
+    table = Table(title=f"Benchmark ({result.events:,} events, {settings.spark.master})")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("(a) raw Kafka read -> noop", f"{result.raw_read_events_per_s:,.0f} events/s")
-    table.add_row("(b) full pipeline", f"{result.pipeline_events_per_s:,.0f} events/s")
+    table.add_row("(b) lakehouse path", f"{result.lakehouse_events_per_s:,.0f} events/s")
     table.add_row(
         "    batches / median batch time",
-        f"{result.pipeline_batches} / {result.pipeline_median_batch_s:.2f} s",
+        f"{result.lakehouse_batches} / {result.lakehouse_median_batch_s:.2f} s",
     )
-    table.add_row("(b)/(a)", f"{result.ratio_pipeline_to_raw:.3f}")
-    table.add_row("    model scoring in (b), (c)", result.model_scoring)
-    table.add_row("(c) input rate", f"{result.latency_input_rate:,.0f} events/s")
-    table.add_row("    alerts measured", str(result.latency_alerts))
-    for name in ("p50", "p95", "p99"):
-        value = getattr(result, f"latency_{name}_s")
-        table.add_row(f"    quote -> alert latency {name}", "n/a" if value is None else f"{value:.2f} s")
+    table.add_row("(b)/(a)", f"{result.ratio_lakehouse_to_raw:.3f}")
+    table.add_row("(d) seeds' design (kafka-python loop)", f"{result.peer_events_per_s:,.0f} events/s")
+    table.add_row("(b)/(d)", f"{result.ratio_lakehouse_to_peer:.3f}")
+    table.add_row("    model scoring in (c)", result.model_scoring)
+    for run in result.latency:
+        table.add_row(
+            f"(c) at {run.input_events_per_s:,.0f} events/s",
+            f"sent {run.sent_events_per_s:,.0f}/s, {run.alerts} alerts",
+        )
+        for name in ("p50", "p95", "p99", "max"):
+            table.add_row(f"    quote -> alert {name}", _seconds(getattr(run, f"{name}_s")))
+        table.add_row(
+            "    lag at the end", f"{run.lag_end:,} ({'growing' if run.lag_growing else 'bounded'})"
+        )
     console.print(table)
+    steps = Table(title="(g) per-step profile: median seconds per batch with data, Spark jobs per batch")
+    steps.add_column("query")
+    steps.add_column("steps")
+    for query, figures in result.profile.items():
+        shown = ", ".join(
+            f"{name} {value:.2f}"
+            for name, value in sorted(figures.items(), key=lambda kv: -kv[1])
+            if name not in ("spark_jobs", "batches")
+        )
+        steps.add_row(
+            query,
+            f"{shown} | jobs {figures.get('spark_jobs', 0):.0f} | batches {figures.get('batches', 0):.0f}",
+        )
+    console.print(steps)

@@ -294,7 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     run_bench(
         events=args.events,
-        latency_rate=args.rate,
+        latency_rates=args.rates,
         latency_seconds=args.latency_seconds,
         out=Path(args.out),
         env=_env(args),
@@ -437,9 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     bench = commands.add_parser("bench", parents=[common], help="throughput and latency benchmark")
-    bench.add_argument("--events", type=int, default=200_000)
-    bench.add_argument("--rate", type=float, default=500.0, help="input rate for the latency run (events/s)")
-    bench.add_argument("--latency-seconds", type=int, default=60)
+    bench.add_argument("--events", type=int, default=500_000)
+    bench.add_argument(
+        "--rates", type=float, nargs="+", default=[1_000.0, 10_000.0], help="input rates of the latency runs"
+    )
+    bench.add_argument("--latency-seconds", type=int, default=120)
     bench.add_argument("--out", default="reports/bench.json")
     bench.set_defaults(func=cmd_bench)
     return parser

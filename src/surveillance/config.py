@@ -192,6 +192,28 @@ class StreamSettings(_Strict):
     _intervals = field_validator("trigger_interval", "watermark")(_check_interval)
 
 
+class DetectionSettings(_Strict):
+    """The detection query: Kafka -> per-symbol state -> rules and model -> alerts (topic, then Delta)."""
+
+    enabled: bool = True
+    # null: beside the lakehouse query's checkpoint, in a folder named after this query.
+    checkpoint_dir: str | None = None
+    query_name: str = Field("quotes_to_alerts", pattern=r"^[A-Za-z0-9_]+$")
+    # "0 seconds": the next micro-batch starts as soon as the previous one ends.
+    trigger_interval: str = "0 seconds"
+    max_offsets_per_trigger: int | None = Field(20000, ge=1)
+    # A re-sent event_id raises no second alert if it comes back within this much event time of its
+    # symbol's latest quote, and within the symbol's last `dedup_max_ids` accepted quotes.
+    dedup_horizon: str = "2 hours"
+    dedup_max_ids: int = Field(50000, ge=1)
+    # Spark's FAIR scheduler weight of the detection query's pool against the lakehouse query's (1).
+    pool_weight: int = Field(10, ge=1)
+    # Progress rows of the detection query are appended to stream_progress at most this often (one commit).
+    progress_interval: str = "10 seconds"
+
+    _intervals = field_validator("trigger_interval", "dedup_horizon", "progress_interval")(_check_interval)
+
+
 class PriceJumpRule(_Strict):
     enabled: bool = True
     threshold: float = Field(0.05, gt=0)
@@ -394,6 +416,7 @@ class Settings(_Strict):
     kafka: KafkaSettings = KafkaSettings()
     lakehouse: LakehouseSettings = LakehouseSettings()
     stream: StreamSettings = StreamSettings()
+    detection: DetectionSettings = DetectionSettings()
     rules: RuleSettings = RuleSettings()
     quality: QualitySettings = QualitySettings()
     schema_settings: SchemaSettings = Field(SchemaSettings(), alias="schema")

@@ -169,9 +169,15 @@ STREAM_PROGRESS = TableSpec(
         ("model_alert_rows", L),
         ("started_at", TS),
         ("finished_at", TS),
+        # Which query wrote the row (lakehouse or detection), where its batch spent its time
+        # (seconds per step, plus "total") and how many Spark jobs it ran.
+        ("query_name", S),
+        ("step_seconds", T.MapType(S, DBL)),
+        ("spark_jobs", L),
     ),
     (),
-    "One row per micro-batch: counts per layer, late and out-of-order quotes, event-time high-water marks.",
+    "One row per micro-batch of each query: counts per layer, late and out-of-order quotes, event-time "
+    "high-water marks, seconds per step and Spark jobs.",
 )
 
 DQ_RESULTS = TableSpec(
@@ -279,6 +285,13 @@ def read_table(spark: SparkSession, location: str) -> DataFrame:
     if is_table_name(location):
         return spark.read.table(location)
     return spark.read.format("delta").load(location)
+
+
+def lakehouse_progress(progress: DataFrame) -> DataFrame:
+    """The ``stream_progress`` rows of the lakehouse query (the detection query's count no records in)."""
+    from pyspark.sql import functions as F
+
+    return progress.where(F.col("records_in").isNotNull())
 
 
 def write_table(writer: DataFrameWriter, location: str) -> None:

@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
 REBUILT = ("silver_quotes", "gold_bars_1m", "alerts", "quarantine_quotes", "dq_results", "backfill_runs")
 # Written when a row is written, not derived from the data: the only columns a backfill may not reproduce.
-WRITE_TIMES = {"gold_bars_1m": ["updated_at"], "alerts": ["detected_at"]}
+# The stream's alerts also carry the detection query's batch (stream_id, batch_id), which a backfill from
+# silver cannot know: it keeps the stored ones.
+WRITE_TIMES = {"gold_bars_1m": ["updated_at"], "alerts": ["detected_at", "stream_id", "batch_id"]}
 
 
 def _in_order(generated: GeneratedQuotes) -> list[str]:

@@ -98,7 +98,8 @@ def single_partition(pipeline: Pipeline) -> Pipeline:
 # silver and alerts run side by side with the bars MERGE), then the bars, then the data-quality results,
 # then all but the checkpoint's commit. The last run finishes. (Every run is a cold start of Spark and GX,
 # about a minute here: the points are the ones that leave a different set of tables written.)
-CRASH_SEQUENCE = ("publish", "silver_quotes", "gold", "dq_results", "progress")
+# The detection query's steps come first: alerts sent but not appended, then appended but not committed.
+CRASH_SEQUENCE = ("detect-publish", "detect-alerts", "silver_quotes", "gold", "dq_results", "progress")
 
 
 def test_crash_at_every_step_of_a_batch_then_restart(
@@ -113,7 +114,9 @@ def test_crash_at_every_step_of_a_batch_then_restart(
     position = int(quotes.index[quotes.event_id == jump.event_id][0])
     quotes = quotes.iloc[: 2 * position]
     # Two batches: batch 0 ends with the quote before the jump; batch 1 starts with the jump and crashes.
-    pipeline.settings = pipeline.settings.with_overrides(f"stream.max_offsets_per_trigger={position}")
+    pipeline.settings = pipeline.settings.with_overrides(
+        f"stream.max_offsets_per_trigger={position}", f"detection.max_offsets_per_trigger={position}"
+    )
     lines = [quote_to_json(row) for row in quotes.to_dict("records")]
     pipeline.send_lines(lines)
 
@@ -142,7 +145,8 @@ def test_crash_at_every_step_of_a_batch_then_restart(
     assert len(gold) == len(expected)
     assert np.allclose(gold.close, expected.close) and (gold.volume == expected.volume).all()
     progress = pipeline.pandas("stream_progress")
-    assert sorted(progress.batch_id) == [0, 1]
+    lakehouse = progress[progress.query_name == pipeline.settings.stream.query_name]
+    assert sorted(lakehouse.batch_id) == [0, 1]
     results = pipeline.pandas("dq_results")
     assert not results.duplicated(["stream_id", "batch_id", "suite", "expectation"]).any()
     assert sorted(results.batch_id.unique()) == [0, 1]

@@ -135,7 +135,8 @@ def test_quality_routes_rows_records_results_and_feeds_detection(
     drift = results[results.suite == "contract"].iloc[0]
     assert drift.success and json.loads(drift.observed_value) == {}
 
-    progress = pipeline.pandas("stream_progress").iloc[0]
+    progress = pipeline.pandas("stream_progress")
+    progress = progress[progress.query_name == pipeline.settings.stream.query_name].iloc[0]
     assert progress.quarantine_rows == 2 and progress.duplicate_rows == 1 and progress.out_of_order_rows == 1
     assert progress.dq_warning_rows == len(warnings) and progress.validation_seconds > 0
 
@@ -168,6 +169,7 @@ def test_late_and_out_of_order_across_batches_and_restarts(pipeline: Pipeline) -
     pipeline.run_once()
 
     progress = pipeline.pandas("stream_progress").sort_values("batch_id")
+    progress = progress[progress.query_name == pipeline.settings.stream.query_name]
     assert list(progress.batch_id) == [0, 1]
     first, second = progress.iloc[0], progress.iloc[1]
     assert (first.late_rows, first.out_of_order_rows) == (0, 0)

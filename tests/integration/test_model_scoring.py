@@ -4,6 +4,8 @@ batch path, and a moved alias picked up without a restart. Real Kafka, Delta and
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,7 +111,53 @@ def test_stream_scores_with_the_champion_and_follows_the_alias(new_pipeline, tmp
     expected_severity = np.where(rarity <= 1e-4, "high", np.where(rarity <= 1e-3, "medium", "low"))
     assert (model_alerts.severity.to_numpy() == expected_severity).all()
     progress = pipeline.pandas("stream_progress").sort_values("batch_id")
+    # Alerts and model versions are the detection query's.
+    progress = progress[progress.query_name == settings.detection.query_name]
     assert progress.model_version.dropna().tolist()[0] == "1"
     assert progress.model_version.dropna().tolist()[-1] == "2"
     assert progress.model_alert_rows.sum() == len(model_alerts)
     assert not pd.isna(progress.model_version).all()
+
+
+def test_a_champion_registered_by_one_command_scores_in_the_next(new_pipeline, tmp_path: Path) -> None:
+    """``surveil models compare``, then ``surveil replay`` and ``surveil stream --once``, each its own process
+    with the default MLflow configuration (a store under the state dir), as the README sequence runs them."""
+    pipeline = new_pipeline(tmp_path)
+    settings = pipeline.settings.with_overrides(f"state_dir={tmp_path}/state")
+    sample = tmp_path / "quotes.jsonl"
+    generated = generate_quotes(symbols=3, minutes=30, seed=11, inject_anomalies=True)
+    sample.write_text("".join(f"{line}\n" for line in generated.raw_lines), encoding="utf-8")
+    overrides = [
+        f"state_dir={settings.state_dir}",
+        f"kafka.bootstrap_servers={settings.kafka.bootstrap_servers}",
+        f"kafka.topics.quotes={settings.kafka.topics.quotes}",
+        f"kafka.topics.alerts={settings.kafka.topics.alerts}",
+        f"lakehouse.root={settings.lakehouse.root}",
+        f"stream.checkpoint_dir={settings.stream.checkpoint_dir}",
+        "spark.master=local[2]",
+        "spark.shuffle_partitions=2",
+        "models.detectors={robust_zscore: {}}",
+        *SMALL_MODELS,
+    ]
+    sets = [arg for value in overrides for arg in ("--set", value)]
+
+    def surveil(*command: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "surveillance.cli", *sets, *command],
+            cwd=tmp_path,  # MLflow's default store would land here: it must not be used
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        return done
+
+    surveil("models", "compare")
+    surveil("replay", "--file", str(sample))
+    stream = surveil("stream", "--once")
+    assert "Registered Model with name=market_anomaly not found" not in stream.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    alerts = pipeline.pandas("alerts")
+    assert (alerts.rule == "model").sum() > 0
+    model_alerts = alerts[alerts.rule == "model"].details.map(json.loads)
+    assert set(model_alerts.map(lambda d: d["model_version"])) == {"1"}

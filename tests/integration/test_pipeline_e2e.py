@@ -91,6 +91,7 @@ def test_dirty_replay_end_to_end(
     # dq_results: each micro-batch's suites, whose counts add up to what the data holds.
     results = pipeline.pandas("dq_results")
     progress = pipeline.pandas("stream_progress")
+    progress = progress[progress.query_name == pipeline.settings.stream.query_name]
     assert set(results.batch_id) == set(progress.batch_id)
     per_expectation = results[results.suite == "silver_quotes"].groupby("expectation").unexpected_count.sum()
     assert per_expectation["bid_not_above_ask"] == len(crossed)

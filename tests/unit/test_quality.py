@@ -14,20 +14,15 @@ from pyspark.testing import assertDataFrameEqual
 from surveillance.config import ConfigError, ExpectationSpec, Settings, load_settings
 from surveillance.detection.rules import detect_alerts
 from surveillance.ingestion.contract import check_quote_line
-from surveillance.quality.columns import (
-    OUTCOME_SCHEMA,
-    SILVER_ROW_KEY,
-    apply_expectation_outcomes,
-    flag_out_of_order,
-    with_quote_quality_columns,
-    with_quote_totals,
-)
+from surveillance.pipeline.layers import route_quotes, silver_row_checks, suite_frame
+from surveillance.quality.columns import with_quote_quality_columns, with_quote_totals
 from surveillance.quality.report import write_data_docs
 from surveillance.quality.results import SUITE_COLUMNS, dq_result_rows
 from surveillance.quality.validation import SuiteValidator, check_quality_config
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.silver import (
     batch_state,
+    flag_out_of_order,
     new_fields,
     object_fields,
     parse_quotes,
@@ -47,7 +42,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def silver_validator(settings: Settings) -> SuiteValidator:
-    return SuiteValidator("silver_quotes", settings.quality.suites.silver_quotes, SILVER_ROW_KEY)
+    return SuiteValidator("silver_quotes", settings.quality.suites.silver_quotes)
 
 
 def _quote(event_id: str | None, **fields: object) -> str:
@@ -75,13 +70,6 @@ LINES = [
 def _checked(spark: SparkSession, lines: list[str]):
     rows = [(None, line.encode(), "quotes", 0, offset, T0) for offset, line in enumerate(lines)]
     return parse_quotes(to_bronze(spark.createDataFrame(rows, KAFKA_SCHEMA), "s", 1, T0)).cache()
-
-
-def _outcomes(spark: SparkSession, run) -> object:
-    errors, warnings = run.failed_rows("error"), run.failed_rows("warn")
-    keys = sorted(set(errors) | set(warnings))
-    rows = [(p, o, errors.get((p, o), []), warnings.get((p, o), [])) for p, o in keys]
-    return spark.createDataFrame(rows, OUTCOME_SCHEMA) if rows else None
 
 
 def test_default_suites_build_and_name_their_columns(settings: Settings) -> None:
@@ -122,8 +110,7 @@ def test_one_run_routes_rows_by_severity(
     spark: SparkSession, silver_validator: SuiteValidator, settings: Settings
 ) -> None:
     checked = _checked(spark, LINES)
-    quotes = with_quote_quality_columns(to_silver(checked)).cache()
-    run = silver_validator.validate(quotes)
+    run = silver_validator.validate(suite_frame(checked).cache())
     results = {r.expectation: r for r in run.results}
     assert list(results) == [
         n for n, s in settings.quality.suites.silver_quotes.items() if s.severity != "off"
@@ -132,9 +119,19 @@ def test_one_run_routes_rows_by_severity(
     assert results["bid_not_above_ask"].unexpected_count == 1 and not results["bid_not_above_ask"].success
     assert results["price_is_double"].success and results["price_is_double"].observed_value == '"DoubleType"'
     assert results["event_id_unique_in_batch"].unexpected_count == 2
-    assert run.seconds > 0 and run.row_key_seconds > 0
+    assert run.seconds > 0
 
-    routed = apply_expectation_outcomes(checked, _outcomes(spark, run))
+    checks = silver_row_checks(settings)
+    routed = route_quotes(checked, checks).cache()
+    # The predicates that route rows count exactly what GX counts, expectation by expectation.
+    judged = with_quote_quality_columns(to_silver(route_quotes(checked, checks)))
+    breaks = {
+        check.name: suite_frame(checked).withColumn("_b", check.breaks).where("_b").count()
+        for check in checks
+        if check.name in run.unexpected_counts()
+    }
+    assert breaks == {name: n for name, n in run.unexpected_counts().items() if name in breaks}
+    assert judged.count() == 5
     quarantine = {
         json.loads(row.raw_value).get("event_id"): (row.reason, row.failed_expectations)
         for row in to_quarantine(routed).collect()
@@ -161,19 +158,43 @@ def test_one_run_routes_rows_by_severity(
     assert {k: v[0] for k, v in quarantine.items()} == {k: v for k, v in reference.items() if v}
 
 
-def test_a_clean_batch_needs_no_second_pass(spark: SparkSession, silver_validator: SuiteValidator) -> None:
-    quotes = with_quote_quality_columns(to_silver(_checked(spark, [_quote("a"), _quote("b")]))).cache()
-    run = silver_validator.validate(quotes)
-    assert all(r.success for r in run.results) and run.row_key_seconds == 0
-    assert not run.failed_rows("error") and not run.failed_rows("warn")
-    assert apply_expectation_outcomes(_checked(spark, [_quote("a")]), None).first().dq_errors == []
+def test_a_clean_batch_passes_and_routes_nothing(
+    spark: SparkSession, silver_validator: SuiteValidator, settings: Settings
+) -> None:
+    checked = _checked(spark, [_quote("a"), _quote("b")])
+    run = silver_validator.validate(suite_frame(checked).cache())
+    assert all(r.success for r in run.results)
+    routed = route_quotes(checked, silver_row_checks(settings)).collect()
+    assert all(r.dq_errors == [] and r.dq_warnings == [] and r.reject_reason is None for r in routed)
+
+
+def test_an_absurd_event_time_is_quarantined(spark: SparkSession, settings: Settings) -> None:
+    lines = [
+        _quote("ok"),
+        _quote("future", event_time="2126-11-20T14:59:00Z"),
+        _quote("epoch", event_time="1970-01-01T00:00:00Z"),
+    ]
+    routed = route_quotes(_checked(spark, lines), silver_row_checks(settings))
+    reasons = {json.loads(r.raw_value)["event_id"]: r.reason for r in to_quarantine(routed).collect()}
+    assert reasons == {
+        "future": "expectations: event_time_plausible",
+        "epoch": "expectations: event_time_plausible",
+    }
+
+
+def test_an_expectation_without_a_row_predicate_fails_at_start(settings: Settings) -> None:
+    odd = settings.with_overrides(
+        "quality.suites.silver_quotes.price_positive_finite.expectation=expect_column_values_to_be_increasing"
+    )
+    with pytest.raises(ConfigError, match="has no row predicate"):
+        silver_row_checks(odd)
 
 
 def test_quality_columns(spark: SparkSession) -> None:
     quotes = to_silver(_checked(spark, [_quote("a", bid=99.0, ask=101.0), _quote("b", bid=None)]))
     rows = {r.event_id: r for r in with_quote_quality_columns(quotes).collect()}
     assert rows["a"].spread_bps == pytest.approx(200.0) and rows["b"].spread_bps is None
-    assert rows["a"].event_lag_seconds == pytest.approx(60.0)  # ingested at 15:00, event at 14:59
+    assert rows["a"].event_lag_seconds == pytest.approx(60.0)  # Kafka timestamp 15:00, event at 14:59
 
 
 def test_out_of_order_against_earlier_arrivals_and_batches(spark: SparkSession) -> None:
@@ -241,11 +262,10 @@ def test_bars_suite_checks_gold_against_its_quotes(spark: SparkSession, settings
         "symbol string, bar_start timestamp, open double, high double, low double, close double, volume long, "
         "trade_count long",
     )
-    validator = SuiteValidator("gold_bars_1m", settings.quality.suites.gold_bars_1m, ("symbol", "bar_start"))
+    validator = SuiteValidator("gold_bars_1m", settings.quality.suites.gold_bars_1m)
     run = validator.validate(with_quote_totals(bars, quotes).cache())
-    failed = {r.expectation: r.failed_row_keys for r in run.results if not r.success}
-    assert set(failed) == {"high_not_below_open", "volume_equals_quote_volume"}
-    assert [key[0] for key in failed["volume_equals_quote_volume"]] == ["BOLT"]
+    failed = {r.expectation: r.unexpected_count for r in run.results if not r.success}
+    assert failed == {"high_not_below_open": 1, "volume_equals_quote_volume": 1}
 
 
 def test_schema_of_new_fields() -> None:
@@ -267,7 +287,7 @@ def test_silver_with_extra_fields(spark: SparkSession) -> None:
 def test_data_docs_from_dq_results(
     spark: SparkSession, silver_validator: SuiteValidator, tmp_path: Path
 ) -> None:
-    quotes = with_quote_quality_columns(to_silver(_checked(spark, LINES))).cache()
+    quotes = suite_frame(_checked(spark, LINES)).cache()
     rows = []
     for batch_id in (0, 1):
         run = silver_validator.validate(quotes)

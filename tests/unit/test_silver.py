@@ -176,18 +176,23 @@ def test_not_seen_before_drops_event_ids_already_in_silver(spark: SparkSession) 
     assert [r.event_id for r in not_seen_before(silver, seen).collect()] == ["e2"]
 
 
-def test_flag_late_against_the_watermark(spark: SparkSession) -> None:
+def test_flag_late_against_the_symbols_own_progress(spark: SparkSession) -> None:
     silver = to_silver(_checked(spark, [CASES[0][0], CASES[2][0]]))
-    none_late = flag_late(silver, None).select("event_id", "is_late")
+    none_late = flag_late(silver, None, 600).select("event_id", "is_late")
     assertDataFrameEqual(
         none_late, spark.createDataFrame([("e1", False), ("e3", False)], "event_id string, is_late boolean")
     )
-    watermark = dt.datetime(2026, 11, 20, 14, 30, 0, 100000, tzinfo=dt.UTC)
-    late = flag_late(silver, batch_state(spark, "stream-1", 1, watermark, {})).select("event_id", "is_late")
+    acme_high = dt.datetime(2026, 11, 20, 14, 40, 0, 100000, tzinfo=dt.UTC)  # 10 minutes after 14:30:00.1
+    far_ahead = {"ACME": acme_high, "OTHER": acme_high + dt.timedelta(days=1)}
+    state = batch_state(spark, "stream-1", 1, acme_high + dt.timedelta(days=1), far_ahead)
+    late = flag_late(silver, state, 600).select("event_id", "is_late")
     assertDataFrameEqual(
         late, spark.createDataFrame([("e1", False), ("e3", True)], "event_id string, is_late boolean")
     )
-    # The watermark belongs to its micro-batch: quotes of another batch are judged by theirs.
-    other_batch = flag_late(silver, batch_state(spark, "stream-1", 2, watermark, {}))
+    # Another symbol far ahead (or the global watermark) makes no ACME quote late.
+    behind = batch_state(spark, "stream-1", 1, None, {"OTHER": acme_high + dt.timedelta(days=1)})
+    assert flag_late(silver, behind, 600).where("is_late").count() == 0
+    # The state belongs to its micro-batch: quotes of another batch are judged by theirs.
+    other_batch = flag_late(silver, batch_state(spark, "stream-1", 2, None, far_ahead), 600)
     assert other_batch.where("is_late").count() == 0
     assert silver.where(F.col("is_late").isNotNull()).count() == 0

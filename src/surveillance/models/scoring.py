@@ -157,7 +157,7 @@ class ChampionModel:
         """Load the version the champion alias points to, if it is not the one already loaded."""
         import mlflow.pyfunc
 
-        from surveillance.models.registry import alias_version, model_uri
+        from surveillance.models.registry import alias_version, model_uri, use_mlflow
 
         version = alias_version(self.settings)
         if version is None:
@@ -167,6 +167,9 @@ class ChampionModel:
             return
         if self.loaded is not None and self.loaded.version == str(version.version):
             return
+        # load_model resolves models:/ URIs through this process's registry URI: point it at the configured
+        # store first (left alone it is MLflow's default, ./mlflow.db, where nothing is registered).
+        use_mlflow(self.settings)
         model = mlflow.pyfunc.load_model(model_uri(self.settings, version.version)).unwrap_python_model()
         previous = self.loaded.version if self.loaded else None
         self.loaded = LoadedModel(

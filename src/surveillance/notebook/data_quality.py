@@ -8,7 +8,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from surveillance.lakehouse import read_table
+from surveillance.lakehouse import lakehouse_progress, read_table
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,11 @@ class QualityHistory:
 
 def load_quality_history(spark: SparkSession, locations: dict[str, str], last: int = 200) -> QualityHistory:
     """stream_progress of the last ``last`` micro-batches, their dq_results rows, quarantine by reason."""
-    latest = read_table(spark, locations["stream_progress"]).orderBy(F.desc("finished_at")).limit(last)
+    latest = (
+        lakehouse_progress(read_table(spark, locations["stream_progress"]))
+        .orderBy(F.desc("finished_at"))
+        .limit(last)
+    )
     # Every count the figures use; the per-symbol high-water map is bookkeeping, not for charts.
     batches = latest.drop("symbol_max_event_time").toPandas()
     results = (

@@ -16,7 +16,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from surveillance.config import KafkaSettings
 from surveillance.kafka.admin import topic_end_offsets
-from surveillance.lakehouse import read_table
+from surveillance.lakehouse import lakehouse_progress, read_table
 from surveillance.pipeline.stream import processed_offsets
 
 BATCH_COLUMNS = (
@@ -95,7 +95,7 @@ def load_batch_progress(
     spark: SparkSession, locations: dict[str, str], stream_id: str | None = None
 ) -> pd.DataFrame:
     """The stream_progress rows (one per micro-batch, oldest first), of one stream if ``stream_id`` given."""
-    progress = read_table(spark, locations["stream_progress"])
+    progress = lakehouse_progress(read_table(spark, locations["stream_progress"]))
     if stream_id is not None:
         progress = progress.where(F.col("stream_id") == stream_id)
     return progress.select(*BATCH_COLUMNS).orderBy("finished_at").toPandas()

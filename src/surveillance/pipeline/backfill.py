@@ -30,6 +30,7 @@ from surveillance.config import Settings, interval_seconds
 from surveillance.lakehouse import (
     BACKFILL_RUNS,
     ensure_tables,
+    lakehouse_progress,
     read_table,
     table_locations,
     write_table,
@@ -38,13 +39,15 @@ from surveillance.models.scoring import ChampionModel, LoadedModel
 from surveillance.pipeline.layers import (
     derive_alerts,
     new_silver_quotes,
+    route_quotes,
     rule_context,
     silver_extra_fields,
+    silver_row_checks,
+    suite_frame,
     suite_validators,
-    validate_quotes,
 )
 from surveillance.pipeline.stream import batch_stats, dates_between, utc_now
-from surveillance.quality.columns import apply_expectation_outcomes, with_quote_totals
+from surveillance.quality.columns import with_quote_totals
 from surveillance.quality.results import dq_result_rows, dq_results_frame
 from surveillance.sinks.delta import RangeChange, insert_missing, replace_range
 from surveillance.transforms.bronze import first_ingestion
@@ -219,6 +222,7 @@ class BackfillRun:
         self.on_step = on_step or (lambda step: None)
         self.run_id = f"backfill-{uuid.uuid4()}"
         self.silver_validator, self.bars_validator = suite_validators(settings)
+        self.row_checks = silver_row_checks(settings)
 
     def _table(self, name: str) -> DataFrame:
         return read_table(self.spark, self.locations[name])
@@ -239,9 +243,10 @@ class BackfillRun:
             (F.col("ingest_date") >= F.lit(bronze_from))
             & (F.col("topic") == self.settings.kafka.topics.quotes)
         )
-        checked = parse_quotes(first_ingestion(bronze))
+        checked = route_quotes(parse_quotes(first_ingestion(bronze)), self.row_checks)
+        # Contract-valid records of the range, including those an error expectation rejects (quarantine).
         in_range = (
-            F.col("reject_reason").isNull()
+            (F.col("reject_reason").isNull() | (F.size("dq_errors") > 0))
             & (F.col("_event_time") >= F.lit(self.range.start))
             & (F.col("_event_time") < F.lit(self.range.end))
         )
@@ -263,7 +268,7 @@ class BackfillRun:
         bounds = batches.agg(F.min("ingested_at").alias("lo"), F.max("ingested_at").alias("hi")).first()
         if bounds["lo"] is None:
             return self.spark.createDataFrame([], BATCH_STATE_SCHEMA)
-        progress = self._table("stream_progress")
+        progress = lakehouse_progress(self._table("stream_progress"))
         # The row just before the first batch, and those up to the last: not the whole table.
         before = (
             progress.where(F.col("finished_at") < F.lit(bounds["lo"])).orderBy(F.desc("finished_at")).limit(1)
@@ -296,22 +301,20 @@ class BackfillRun:
         cached: list[DataFrame] = [quotes]
         try:
             stats = batch_stats(quotes)
-            report.quotes_in_range = stats.valid_rows
+            report.quotes_in_range = stats.contract_valid_rows
             self.on_step("arrival state")
             state = self._batch_states(quotes)
             cached.append(state)
             self.on_step("validate")
             extra_fields = self._extra_fields(stats.message_schema)
-            silver_run, outcomes = None, None
-            if self.silver_validator is not None and stats.valid_rows:
-                silver_run, outcomes = validate_quotes(
-                    self.spark, self.silver_validator, quotes, extra_fields, state
-                )
-            routed = apply_expectation_outcomes(quotes, outcomes).persist()
-            cached.append(routed)
+            silver_run = None
+            if self.silver_validator is not None and stats.contract_valid_rows:
+                silver_run = self.silver_validator.validate(suite_frame(quotes, extra_fields))
+            routed = quotes
             self.on_step("derive")
             history = self._history().persist()
-            new_quotes = new_silver_quotes(routed, extra_fields, history, state).persist()
+            delay = interval_seconds(self.settings.stream.watermark)
+            new_quotes = new_silver_quotes(routed, extra_fields, history, state, delay).persist()
             model = self._model() if stats.valid_rows else None
             report.model_version = model.version if model is not None else None
             alerts = derive_alerts(
@@ -341,7 +344,8 @@ class BackfillRun:
                 self.locations["alerts"],
                 ["alert_id"],
                 self.range.scope("event_time", "alert_date"),
-                volatile=["detected_at"],
+                # Written by the detection query's batches: a backfill keeps the stored provenance.
+                volatile=["detected_at", "stream_id", "batch_id"],
             )
             # The comparison counted every row the backfill computed: no separate count jobs.
             report.silver_rows, report.bar_rows, report.alert_rows = (

@@ -8,25 +8,23 @@ and how it is validated are computed here, by the same functions, for both.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from surveillance.config import Settings
+from surveillance.config import ConfigError, Settings
 from surveillance.detection.rules import detect_alerts
 from surveillance.lakehouse import SILVER
 from surveillance.models.scoring import LoadedModel, model_alerts
 from surveillance.quality.columns import (
-    OUTCOME_SCHEMA,
-    SILVER_ROW_KEY,
-    flag_out_of_order,
+    expectation_reason,
     with_quote_quality_columns,
 )
 from surveillance.quality.results import SUITE_COLUMNS
+from surveillance.quality.routing import RowCheck, row_checks, with_dq_outcomes
 from surveillance.quality.validation import (
-    SuiteRun,
     SuiteValidator,
     active_expectations,
     check_quality_config,
@@ -34,23 +32,28 @@ from surveillance.quality.validation import (
 from surveillance.transforms.silver import (
     first_per_event_id,
     flag_late,
+    flag_out_of_order,
     new_fields,
     not_seen_before,
     object_fields,
     to_silver,
+    with_silver_fields,
 )
+
+# Uniqueness "in a batch" means per micro-batch: a backfill validates many micro-batches at once.
+BATCH_KEY = ("stream_id", "batch_id")
 
 # Building a GX context and its suites takes seconds: a process that starts several queries (notebooks,
 # tests) reuses them. Keyed by the suite's configuration, so a changed suite gets a new validator.
 _VALIDATORS: dict[str, SuiteValidator] = {}
 
 
-def _validator(suite: str, specs: dict[str, Any], row_key: tuple[str, ...]) -> SuiteValidator | None:
+def _validator(suite: str, specs: dict[str, Any]) -> SuiteValidator | None:
     if not active_expectations(specs):
         return None
-    key = json.dumps([suite, {n: s.model_dump() for n, s in specs.items()}, row_key], sort_keys=True)
+    key = json.dumps([suite, {n: s.model_dump() for n, s in specs.items()}], sort_keys=True)
     if key not in _VALIDATORS:
-        _VALIDATORS[key] = SuiteValidator(suite, specs, row_key)
+        _VALIDATORS[key] = SuiteValidator(suite, specs)
     return _VALIDATORS[key]
 
 
@@ -64,9 +67,16 @@ def suite_validators(settings: Settings) -> tuple[SuiteValidator | None, SuiteVa
         k: v for k, v in SUITE_COLUMNS.items() if k != "silver_quotes" or not settings.schema_settings.evolve
     }
     check_quality_config(quality, columns)
+    checks = {check.name: check for check in silver_row_checks(settings)}
+    for name in quality.price_jump_unreliable_when:
+        if name in checks and checks[name].needs_window:
+            raise ConfigError(
+                f"quality.price_jump_unreliable_when: {name} compares rows of a batch with each other; "
+                "the detection query judges each quote on its own (name a row-level expectation)"
+            )
     return (
-        _validator("silver_quotes", quality.suites.silver_quotes, SILVER_ROW_KEY),
-        _validator("gold_bars_1m", quality.suites.gold_bars_1m, ("symbol", "bar_start")),
+        _validator("silver_quotes", quality.suites.silver_quotes),
+        _validator("gold_bars_1m", quality.suites.gold_bars_1m),
     )
 
 
@@ -90,38 +100,61 @@ def silver_extra_fields(
     return ({**added, **addable} if evolve else {}), drift
 
 
-def validate_quotes(
-    spark: SparkSession,
-    validator: SuiteValidator,
-    checked: DataFrame,
-    extra_fields: Mapping[str, str],
-    state: DataFrame | None,
-) -> tuple[SuiteRun, DataFrame | None]:
-    """Run the silver suite over the contract-valid rows of ``checked``; the rows that broke something.
+def silver_row_checks(settings: Settings) -> list[RowCheck]:
+    """The silver suite's row-level expectations as Spark predicates (none when quality is off)."""
+    if not settings.quality.enabled:
+        return []
+    return row_checks("silver_quotes", settings.quality.suites.silver_quotes, BATCH_KEY)
 
-    The second value has one row per such record, keyed by its Kafka coordinates (``OUTCOME_SCHEMA``), or
-    is None when every row passed.
+
+def route_quotes(
+    checked: DataFrame,
+    checks: Sequence[RowCheck],
+    extra_fields: Mapping[str, str] | None = None,
+    row_level_only: bool = False,
+) -> DataFrame:
+    """Parsed rows + ``dq_errors``/``dq_warnings``; a contract-valid row that broke an error expectation is
+    rejected (its ``reject_reason`` names them). One projection: no validation pass, nothing collected.
+
+    A record's contract reason (if any) stays its reason: the expectations judge contract-valid records only.
     """
-    quotes = with_quote_quality_columns(flag_late(to_silver(checked, extra_fields), state)).persist()
-    try:
-        run = validator.validate(quotes)
-    finally:
-        quotes.unpersist()
-    errors, warnings = run.failed_rows("error"), run.failed_rows("warn")
-    keys = sorted(set(errors) | set(warnings))
-    if not keys:
-        return run, None
-    rows = [(int(p), int(o), errors.get((p, o), []), warnings.get((p, o), [])) for p, o in keys]
-    return run, spark.createDataFrame(rows, OUTCOME_SCHEMA)
+    view = with_quote_quality_columns(with_silver_fields(checked, extra_fields))
+    judged = with_dq_outcomes(view, checks, row_level_only)
+    contract_valid = F.col("reject_reason").isNull()
+    empty = F.array().cast("array<string>")
+    errors = F.when(contract_valid, F.col("dq_errors")).otherwise(empty)
+    return judged.withColumns(
+        {
+            "dq_errors": errors,
+            "dq_warnings": F.when(contract_valid, F.col("dq_warnings")).otherwise(empty),
+            "reject_reason": F.coalesce("reject_reason", expectation_reason(errors)),
+        }
+    ).select(*checked.columns, "dq_errors", "dq_warnings")
+
+
+def suite_frame(checked: DataFrame, extra_fields: Mapping[str, str] | None = None) -> DataFrame:
+    """What the silver suite validates: every contract-valid record (routed or not), with the columns its
+    expectations see."""
+    view = with_quote_quality_columns(with_silver_fields(checked, extra_fields))
+    columns = [*SUITE_COLUMNS["silver_quotes"], *(extra_fields or {})]
+    contract_valid = F.col("reject_reason").isNull()
+    if "dq_errors" in checked.columns:
+        contract_valid = contract_valid | (F.size("dq_errors") > 0)
+    return view.where(contract_valid).select(*columns)
 
 
 def new_silver_quotes(
-    routed: DataFrame, extra_fields: Mapping[str, str], history: DataFrame, state: DataFrame | None
+    routed: DataFrame,
+    extra_fields: Mapping[str, str],
+    history: DataFrame,
+    state: DataFrame | None,
+    late_after_s: float,
 ) -> DataFrame:
     """Routed records -> the silver rows they add: first arrival per event_id, not already in ``history``,
-    with their arrival flags (late beyond the watermark, out of order) from their micro-batch's ``state``."""
+    with their arrival flags (late: over ``late_after_s`` behind its symbol; out of order) from their
+    micro-batch's ``state``."""
     candidates = first_per_event_id(to_silver(routed, extra_fields))
-    fresh = flag_late(not_seen_before(candidates, history.select("event_id")), state)
+    fresh = flag_late(not_seen_before(candidates, history.select("event_id")), state, late_after_s)
     return flag_out_of_order(fresh, state)
 
 

@@ -1,10 +1,14 @@
-"""The streaming job: Kafka quotes -> bronze/silver/quarantine/gold/alerts Delta tables + alerts topic.
+"""The streaming job: two queries on the quotes topic in one Spark application.
 
-One query reads the quotes topic; its foreachBatch body (:class:`QuoteBatchWriter`) runs the pure layer
-transforms and then the sinks. Every Delta write is idempotent per micro-batch (appends keyed by
+* the **detection query** (:mod:`surveillance.pipeline.detection`): per-symbol state, rules and the champion
+  model, alerts to the alerts topic and the ``alerts`` table, in a FAIR scheduler pool of higher weight;
+* the **lakehouse query** (:class:`QuoteBatchWriter`, this module): bronze, quarantine, silver, gold,
+  ``dq_results`` and ``stream_progress``.
+
+Every Delta write of the lakehouse query is idempotent per micro-batch (appends keyed by
 ``stream_id``/``batch_id``, see :mod:`surveillance.sinks.delta`; a bounded MERGE for bars), and everything a
 batch derives from earlier batches is read from rows of *other* batches, so a batch replayed after a crash
-computes exactly what its first attempt did.
+computes what its first attempt did.
 
 Times crossing between Python and Spark are timezone-aware UTC datetimes (PySpark reads naive ones as the
 host's local time, while the session computes in UTC).
@@ -27,20 +31,20 @@ from pyspark.sql.streaming import StreamingQuery
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
-from surveillance.models.scoring import MODEL_RULE, ChampionModel
+from surveillance.pipeline.detection import AlertBatchWriter, start_detection
 from surveillance.pipeline.layers import (
-    derive_alerts,
     new_silver_quotes,
-    rule_context,
+    route_quotes,
     silver_extra_fields,
+    silver_row_checks,
+    suite_frame,
     suite_validators,
-    validate_quotes,
 )
-from surveillance.quality.columns import apply_expectation_outcomes, with_quote_totals
+from surveillance.pipeline.profile import BatchProfile
+from surveillance.quality.columns import with_quote_totals
 from surveillance.quality.results import dq_result_rows, dq_results_frame, drift_row
 from surveillance.quality.validation import SuiteRun
-from surveillance.sinks.delta import append_batch, batch_committed, upsert_bars
-from surveillance.sinks.kafka_alerts import publish_alerts
+from surveillance.sinks.delta import append_batch, upsert_bars
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.gold import bar_keys, one_minute_bars
 from surveillance.transforms.silver import (
@@ -52,6 +56,7 @@ from surveillance.transforms.silver import (
 # Test hook: SURVEIL_CRASH_AT="<step>:<batch_id>" kills the process (no clean-up, like a power cut) right
 # after that step of that micro-batch. Used by the crash/restart tests; unset in normal runs.
 CRASH_ENV = "SURVEIL_CRASH_AT"
+LAKEHOUSE_POOL = "lakehouse"
 
 
 def _crash_point(step: str, batch_id: int) -> None:
@@ -62,7 +67,8 @@ def _crash_point(step: str, batch_id: int) -> None:
 @dataclass(frozen=True)
 class BatchStats:
     records_in: int
-    valid_rows: int
+    valid_rows: int  # rows that pass the contract and every error expectation (silver candidates)
+    contract_valid_rows: int  # rows that pass the contract (what the suite validates)
     min_event_time: dt.datetime | None
     max_event_time: dt.datetime | None
     event_dates: list[dt.date]
@@ -90,21 +96,28 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def batch_stats(checked: DataFrame) -> BatchStats:
-    """Counts and the event-time range of one parsed micro-batch, in a single Spark job."""
+def batch_stats(routed: DataFrame) -> BatchStats:
+    """Counts and the event-time range of one routed micro-batch (see ``route_quotes``), in one Spark job.
+
+    The event-time range is that of the rows silver may take: a quarantined quote's time never widens it.
+    """
     valid = F.col("reject_reason").isNull()
+    errors = F.col("dq_errors") if "dq_errors" in routed.columns else F.array()
+    contract_valid = valid | (F.size(errors) > 0)
     event_time = F.when(valid, F.col("_event_time"))
-    row = checked.agg(
+    row = routed.agg(
         F.count("*").alias("records"),
         F.count_if(valid).alias("valid"),
+        F.count_if(contract_valid).alias("contract_valid"),
         F.unix_micros(F.min(event_time)).alias("lo"),
         F.unix_micros(F.max(event_time)).alias("hi"),
         F.collect_set(F.to_date(event_time)).alias("dates"),
-        F.schema_of_variant_agg(F.when(valid, F.col("_doc"))).alias("message_schema"),
+        F.schema_of_variant_agg(F.when(contract_valid, F.col("_doc"))).alias("message_schema"),
     ).first()
     return BatchStats(
         row["records"],
         row["valid"],
+        row["contract_valid"],
         utc_from_micros(row["lo"]),
         utc_from_micros(row["hi"]),
         sorted(row["dates"] or []),
@@ -128,10 +141,9 @@ class QuoteBatchWriter:
         self._first_batch = True
         self._silver_columns: dict[str, str] | None = None  # {column: type} of the silver table
         self.silver_validator, self.bars_validator = suite_validators(settings)
-        # The registered champion model, if scoring is on (None until one is registered).
-        self.champion = ChampionModel(settings) if settings.models.scoring.enabled else None
-        # The four appends and the bars MERGE of a batch are independent: run them side by side (Delta
-        # commits are mostly driver-side waiting, so this overlaps well even on two cores).
+        self.row_checks = silver_row_checks(settings)
+        # The three appends, the bars MERGE and the GX run of a batch are independent: run them side by
+        # side (Delta commits are mostly driver-side waiting, so this overlaps well even on two cores).
         self._pool = ThreadPoolExecutor(max_workers=5, thread_name_prefix="delta-write")
 
     def stream_id(self) -> str:
@@ -154,8 +166,11 @@ class QuoteBatchWriter:
     def _previous_high_water(self, batch_id: int) -> HighWater:
         if self._high_water is not None and self._high_water[0] == batch_id - 1:
             return self._high_water[1]
-        earlier = self._table(STREAM_PROGRESS.name).where(~self._this_batch(batch_id))
-        # Each progress row holds the marks up to its batch; the latest row (of any stream) is the frontier.
+        earlier = self._table(STREAM_PROGRESS.name).where(
+            ~self._this_batch(batch_id) & F.col("max_event_time").isNotNull()
+        )
+        # Each lakehouse progress row holds the marks up to its batch; the latest (of any stream) is the
+        # frontier. Detection rows carry no marks (its state store has them).
         row = (
             earlier.orderBy(F.desc("finished_at"))
             .select(
@@ -173,122 +188,130 @@ class QuoteBatchWriter:
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         started_at = utc_now()
+        profile = BatchProfile(self.spark, self.settings.stream.query_name, batch_id, LAKEHOUSE_POOL)
         bronze = to_bronze(records, self.stream_id(), batch_id, ingested_at=started_at)
-        # Parsed once and cached: every write below starts from these rows, not from Kafka or the JSON.
-        checked = parse_quotes(bronze).persist()
+        # Parsed and routed once, and cached: every write below starts from these rows, not from Kafka.
+        routed = route_quotes(parse_quotes(bronze), self.row_checks, self._evolved_fields()).persist()
         try:
-            self._process(checked, batch_id, started_at)
+            self._process(routed, batch_id, started_at, profile)
         finally:
-            checked.unpersist()
+            routed.unpersist()
         self._first_batch = False
 
-    def _process(self, checked: DataFrame, batch_id: int, started_at: dt.datetime) -> None:
-        stats = batch_stats(checked)
+    def _process(
+        self, routed: DataFrame, batch_id: int, started_at: dt.datetime, profile: BatchProfile
+    ) -> None:
+        with profile.step("parse_and_route"):
+            stats = batch_stats(routed)
         previous = self._previous_high_water(batch_id)
         watermark = previous.max_event_time - self.watermark_delay if previous.max_event_time else None
         state = batch_state(self.spark, self.stream_id(), batch_id, watermark, previous.per_symbol)
         extra_fields, drift = self._extra_fields(stats.message_schema)
-        silver_run, outcomes = None, None
-        if self.silver_validator is not None and stats.valid_rows:
-            silver_run, outcomes = validate_quotes(
-                self.spark, self.silver_validator, checked, extra_fields, state
-            )
-        routed = apply_expectation_outcomes(checked, outcomes)
-        dq_error_rows = len(silver_run.failed_rows("error")) if silver_run else 0
-        # Read three times below (dedup, the rules' context, the bars): cache it.
+        # Read twice below (dedup, the bars): cache it.
         history = self._silver_history(batch_id, stats).persist()
-        new_quotes = new_silver_quotes(routed, extra_fields, history, state).persist()
-        alerts = None
-        model = None
-        per_rule: dict[str, int] = {}
-        bars_runs: list[SuiteRun] = []
+        new_quotes = new_silver_quotes(
+            routed, extra_fields, history, state, self.watermark_delay.total_seconds()
+        ).persist()
+        runs: list[SuiteRun] = []
         try:
-            per_symbol = (
-                new_quotes.groupBy("symbol")
-                .agg(
-                    F.count("*").alias("rows"),
-                    F.count_if("is_late").alias("late"),
-                    F.count_if("is_out_of_order").alias("out_of_order"),
-                    F.count_if(F.size("dq_warnings") > 0).alias("warned"),
-                    F.unix_micros(F.max("event_time")).alias("max_micros"),
+            with profile.step("dedup_and_flags"):
+                per_symbol = (
+                    new_quotes.groupBy("symbol")
+                    .agg(
+                        F.count("*").alias("rows"),
+                        F.count_if("is_late").alias("late"),
+                        F.count_if("is_out_of_order").alias("out_of_order"),
+                        F.count_if(F.size("dq_warnings") > 0).alias("warned"),
+                        F.unix_micros(F.max("event_time")).alias("max_micros"),
+                    )
+                    .collect()
                 )
-                .collect()
-            )
             new_count = sum(row["rows"] for row in per_symbol)
-            model = self.champion.current() if self.champion and new_count else None
-            context = rule_context(history, new_quotes)
-            quality_on = self.silver_validator is not None
-            alerts = derive_alerts(context, self.settings, model, quality_on).persist()
-            per_rule = {row["rule"]: row["count"] for row in alerts.groupBy("rule").count().collect()}
-            alert_count = sum(per_rule.values())
-            # Alerts go out first: the lakehouse writes below are slower than a Kafka send.
-            already_sent = alert_count and self._first_batch and self._committed("alerts", batch_id)
-            if alert_count and not already_sent:
-                publish_alerts(alerts, self.settings.kafka)
-            _crash_point("publish", batch_id)
-            quarantine_count = stats.records_in - stats.valid_rows + dq_error_rows
+            quarantine_count = stats.records_in - stats.valid_rows
             appends = {
-                "bronze_quotes": (checked.select(*BRONZE.schema.fieldNames()), stats.records_in),
+                "bronze_quotes": (routed.select(*BRONZE.schema.fieldNames()), stats.records_in),
                 "quarantine_quotes": (to_quarantine(routed), quarantine_count),
                 "silver_quotes": (new_quotes, new_count),
-                "alerts": (alerts, alert_count),
             }
             # An empty append would still cost a Spark job and a Delta commit.
-            futures = [
-                self._pool.submit(self._append, rows, name, batch_id)
+            tasks = [
+                profile.in_thread(f"write_{name}", self._append, rows, name, batch_id)
                 for name, (rows, count) in appends.items()
                 if count
             ]
             # Gold needs no silver write first (it reads the history it already has): run it alongside.
             if new_count:
-                futures.append(self._pool.submit(self._update_bars, history, new_quotes, stats, batch_id))
+                tasks.append(
+                    profile.in_thread("bars", self._update_bars, history, new_quotes, stats, batch_id)
+                )
+            if self.silver_validator is not None and stats.contract_valid_rows:
+                tasks.append(profile.in_thread("validate", self._validate_silver, routed, extra_fields))
+            futures = [self._pool.submit(task) for task in tasks]
+            # Every future is waited for before anything is uncached, even when one fails.
+            errors = []
             for future in futures:
-                result = future.result()
+                try:
+                    result = future.result()
+                except Exception as exc:  # re-raised below, after the others finished
+                    errors.append(exc)
+                    continue
                 if isinstance(result, SuiteRun):
-                    bars_runs.append(result)
+                    runs.append(result)
+            if errors:
+                raise errors[0]
             if extra_fields:
                 self._silver_columns = None  # the append may have added columns
         finally:
             # Most derived first: uncaching a frame that a cached one builds on makes Spark re-plan that one.
-            if alerts is not None:
-                alerts.unpersist()
             new_quotes.unpersist()
             history.unpersist()
 
-        runs = [run for run in (silver_run, *bars_runs) if run is not None]
-        dq_rows = [*dq_result_rows(runs), drift_row(drift, stats.valid_rows, started_at)]
-        self._append(
-            dq_results_frame(self.spark, dq_rows, self.stream_id(), batch_id), "dq_results", batch_id
-        )
-
+        with profile.step("write_dq_results"):
+            dq_rows = [*dq_result_rows(runs), drift_row(drift, stats.contract_valid_rows, started_at)]
+            self._append(
+                dq_results_frame(self.spark, dq_rows, self.stream_id(), batch_id), "dq_results", batch_id
+            )
+        # High-water marks move only with quotes that reached silver (never with a quarantined one).
         batch_max = {row["symbol"]: utc_from_micros(row["max_micros"]) for row in per_symbol}
-        high_water = _advance(previous, stats.max_event_time, batch_max)
+        high_water = _advance(previous, max(batch_max.values(), default=None), batch_max)
         progress = {
             "stream_id": self.stream_id(),
             "batch_id": batch_id,
             "records_in": stats.records_in,
             "silver_rows": new_count,
-            "duplicate_rows": stats.valid_rows - dq_error_rows - new_count,
+            "duplicate_rows": stats.valid_rows - new_count,
             "quarantine_rows": quarantine_count,
             "late_rows": sum(row["late"] for row in per_symbol),
             "out_of_order_rows": sum(row["out_of_order"] for row in per_symbol),
             "dq_warning_rows": sum(row["warned"] for row in per_symbol),
-            "alert_rows": alert_count,
+            "alert_rows": None,
             "max_event_time": high_water.max_event_time,
             "watermark": high_water.max_event_time - self.watermark_delay
             if high_water.max_event_time
             else None,
             "symbol_max_event_time": high_water.per_symbol,
             "validation_seconds": sum(run.seconds for run in runs) if runs else None,
-            "model_version": model.version if model is not None else None,
-            "model_alert_rows": per_rule.get(MODEL_RULE, 0),
+            "model_version": None,
+            "model_alert_rows": None,
             "started_at": started_at,
             "finished_at": utc_now(),
+            "query_name": self.settings.stream.query_name,
+            "step_seconds": profile.step_seconds(),
+            "spark_jobs": profile.spark_jobs(),
         }
         progress_row = self.spark.createDataFrame([progress], STREAM_PROGRESS.schema)
         self._append(progress_row, STREAM_PROGRESS.name, batch_id)
         self._high_water = (batch_id, high_water)
         _crash_point("progress", batch_id)
+
+    def _validate_silver(self, routed: DataFrame, extra_fields: dict[str, str]) -> SuiteRun:
+        """GX over the batch's contract-valid quotes, once: the record for dq_results (rows are routed
+        by the same expectations as predicates)."""
+        quotes = suite_frame(routed, extra_fields).persist()
+        try:
+            return self.silver_validator.validate(quotes)
+        finally:
+            quotes.unpersist()
 
     def _extra_fields(self, message_schema: str | None) -> tuple[dict[str, str], dict[str, Any]]:
         """Silver's extra columns for this batch and what producers sent beyond the contract."""
@@ -296,14 +319,18 @@ class QuoteBatchWriter:
             self._silver_table_columns(), message_schema, self.settings.schema_settings.evolve
         )
 
+    def _evolved_fields(self) -> dict[str, str]:
+        """Columns silver gained from producers' fields (schema evolution): the suite may name them."""
+        if not self.settings.schema_settings.evolve:
+            return {}
+        core = set(SILVER.schema.fieldNames())
+        return {name: kind for name, kind in self._silver_table_columns().items() if name not in core}
+
     def _silver_table_columns(self) -> dict[str, str]:
         if self._silver_columns is None:
             schema = self._table("silver_quotes").schema
             self._silver_columns = {field.name: field.dataType.simpleString() for field in schema.fields}
         return self._silver_columns
-
-    def _committed(self, name: str, batch_id: int) -> bool:
-        return batch_committed(self.spark, self.locations[name], self.stream_id(), batch_id)
 
     def _append(self, rows: DataFrame, name: str, batch_id: int) -> None:
         # Only the first batch of a run can be a replay of a batch that was (partly) written before.
@@ -392,8 +419,11 @@ def dates_between(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def read_quotes(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The quotes topic as a streaming DataFrame (Kafka source)."""
+def read_quotes(
+    spark: SparkSession, settings: Settings, max_offsets: int | str | None = "stream"
+) -> DataFrame:
+    """The quotes topic as a streaming DataFrame (Kafka source); ``max_offsets`` per trigger defaults to
+    ``stream.max_offsets_per_trigger``."""
     stream = settings.stream
     reader = (
         spark.readStream.format("kafka")
@@ -402,14 +432,90 @@ def read_quotes(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("startingOffsets", stream.starting_offsets)
         .option("failOnDataLoss", str(stream.fail_on_data_loss).lower())
     )
-    if stream.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", stream.max_offsets_per_trigger)
+    limit = stream.max_offsets_per_trigger if max_offsets == "stream" else max_offsets
+    if limit:
+        reader = reader.option("maxOffsetsPerTrigger", limit)
     return reader.load()
 
 
-def start_stream(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingQuery:
-    """Create the tables if needed and start the query (``once``: process what is there, then stop)."""
+@dataclass
+class StreamingJob:
+    """The two queries of ``surveil stream``, watched and stopped together (a StreamingQuery's surface)."""
+
+    lakehouse: StreamingQuery
+    detection: StreamingQuery | None = None
+    detection_writer: AlertBatchWriter | None = None
+    _closed: bool = False
+
+    @property
+    def queries(self) -> list[StreamingQuery]:
+        return [q for q in (self.detection, self.lakehouse) if q is not None]
+
+    @property
+    def isActive(self) -> bool:
+        """True while every query runs (with ``once``: while any still has data to finish)."""
+        active = [q.isActive for q in self.queries]
+        failed = any(q.exception() is not None for q in self.queries if not q.isActive)
+        if failed or not any(active):
+            self._close()
+            return False
+        return True
+
+    @property
+    def name(self) -> str:
+        return self.lakehouse.name
+
+    @property
+    def id(self) -> str:
+        """The lakehouse query's id (its checkpoint's): the ``stream_id`` of the lakehouse's rows."""
+        return self.lakehouse.id
+
+    @property
+    def lastProgress(self) -> dict | None:
+        return self.lakehouse.lastProgress
+
+    @property
+    def recentProgress(self) -> list[dict]:
+        return self.lakehouse.recentProgress
+
+    def awaitTermination(self, timeout: float | None = None) -> None:
+        running = [q for q in self.queries if q.isActive]
+        for query in running:
+            query.awaitTermination((timeout or 1.0) / len(running))
+
+    def exception(self) -> Exception | None:
+        for query in self.queries:
+            error = query.exception()
+            if error is not None:
+                return error
+        return None
+
+    def stop(self) -> None:
+        for query in self.queries:
+            if query.isActive:
+                query.stop()
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for query in self.queries:
+                if query.isActive:
+                    query.stop()
+            if self.detection_writer is not None:
+                self.detection_writer.close()
+
+
+def start_stream(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingJob:
+    """Create the tables if needed and start both queries (``once``: process what is there, then stop).
+
+    The detection query starts first, in the ``detection`` FAIR pool; the lakehouse query in its own.
+    """
     ensure_tables(spark, table_locations(settings))
+    detection, detection_writer = None, None
+    if settings.detection.enabled:
+        records = read_quotes(spark, settings, settings.detection.max_offsets_per_trigger)
+        detection, detection_writer = start_detection(spark, settings, records, once)
     writer = QuoteBatchWriter(spark, settings)
     stream = (
         read_quotes(spark, settings)
@@ -421,11 +527,18 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
         stream = stream.trigger(availableNow=True)
     else:
         stream = stream.trigger(processingTime=settings.stream.trigger_interval)
-    return stream.start()
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", LAKEHOUSE_POOL)
+    try:
+        return StreamingJob(stream.start(), detection, detection_writer)
+    finally:
+        spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
 
 
-def processed_offsets(query: StreamingQuery) -> int:
-    """Offsets of the quotes topic the query has finished so far (sum over partitions)."""
+def processed_offsets(query: StreamingQuery | StreamingJob) -> int:
+    """Offsets of the quotes topic the query has finished so far (sum over partitions); for both queries
+    of a job, those that both have finished."""
+    if isinstance(query, StreamingJob):
+        return min(processed_offsets(q) for q in query.queries)
     progress = query.lastProgress
     if not progress or not progress.get("sources"):
         return 0
@@ -437,7 +550,9 @@ def processed_offsets(query: StreamingQuery) -> int:
 
 
 def wait_for(
-    query: StreamingQuery, on_tick: Callable[[StreamingQuery], None] | None = None, poll_s: float = 0.5
+    query: StreamingQuery | StreamingJob,
+    on_tick: Callable[[StreamingQuery], None] | None = None,
+    poll_s: float = 0.5,
 ) -> None:
     """Block until the query stops, calling ``on_tick`` while it runs; re-raise its failure."""
     try:

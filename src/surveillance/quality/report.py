@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from surveillance.config import ExpectationSpec, Settings
-from surveillance.lakehouse import read_table
+from surveillance.lakehouse import lakehouse_progress, read_table
 from surveillance.quality.results import CONTRACT_SUITE
 from surveillance.quality.validation import active_expectations, build_expectation
 
@@ -48,7 +48,7 @@ class DqStatus:
 
 def load_dq_status(spark: SparkSession, locations: dict[str, str], last: int = 10) -> DqStatus:
     """The ``last`` micro-batches (newest first) and their failed expectations."""
-    progress = read_table(spark, locations["stream_progress"])
+    progress = lakehouse_progress(read_table(spark, locations["stream_progress"]))
     batches = progress.orderBy(F.desc("finished_at")).limit(last).select(*_BATCH_COLUMNS).toPandas()
     if batches.empty:
         return DqStatus(batches, pd.DataFrame(columns=["stream_id", "batch_id", "suite", "expectation"]))
@@ -263,7 +263,7 @@ def write_dq_report(
     suites: Mapping[str, Mapping[str, ExpectationSpec]] | None = None,
 ) -> tuple[Path, Path]:
     """The plotly page (``dq_report.html``) and GX Data Docs (``gx/index.html``) for the last batches."""
-    progress = read_table(spark, locations["stream_progress"])
+    progress = lakehouse_progress(read_table(spark, locations["stream_progress"]))
     latest = progress.orderBy(F.desc("finished_at")).limit(last)
     batches = latest.select(*_BATCH_COLUMNS).toPandas()
     results = (

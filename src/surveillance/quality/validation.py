@@ -3,7 +3,8 @@
 The suites are declared in ``quality.suites`` (conf/base.yml): our name for each expectation, the GX 1.x
 expectation with its arguments, and a severity. :class:`SuiteValidator` builds the suite once and runs it
 over a micro-batch's DataFrame in a single GX validation (GX resolves the metrics of all expectations
-together), asking for the row keys of every unexpected row so that outcomes can be joined back to rows.
+together) for ``dq_results`` and Data Docs. Rows are routed by the same expectations compiled to Spark
+predicates (:mod:`surveillance.quality.routing`), not by asking GX for row keys.
 
 Great Expectations is imported lazily: importing it takes seconds and runs that do not validate do not pay.
 """
@@ -18,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame
@@ -38,7 +39,7 @@ _ROW_LISTS = ("unexpected_index_list", "unexpected_list", "unexpected_index_quer
 
 @dataclass(frozen=True)
 class ExpectationResult:
-    """GX's verdict on one expectation for one micro-batch, with the keys of the rows that broke it."""
+    """GX's verdict on one expectation for one micro-batch."""
 
     suite: str
     expectation: str
@@ -51,7 +52,6 @@ class ExpectationResult:
     observed_value: str | None
     kwargs: str
     result: str
-    failed_row_keys: tuple[tuple[Any, ...], ...] = ()
     error: str | None = None
 
 
@@ -63,17 +63,10 @@ class SuiteRun:
     results: list[ExpectationResult]
     seconds: float
     run_time: dt.datetime
-    # Of ``seconds``: the second pass asking for the keys of unexpected rows (0 when nothing failed).
-    row_key_seconds: float = 0.0
 
-    def failed_rows(self, severity: str) -> dict[tuple[Any, ...], list[str]]:
-        """{row key: [names of the expectations of this severity it broke, in suite order]}."""
-        rows: dict[tuple[Any, ...], list[str]] = {}
-        for result in self.results:
-            if result.severity == severity:
-                for key in result.failed_row_keys:
-                    rows.setdefault(key, []).append(result.expectation)
-        return rows
+    def unexpected_counts(self) -> dict[str, int]:
+        """{expectation: unexpected rows} of the row-level expectations GX counted."""
+        return {r.expectation: r.unexpected_count for r in self.results if r.unexpected_count is not None}
 
 
 def preload_great_expectations() -> threading.Thread:
@@ -167,14 +160,12 @@ class SuiteValidator:
         self,
         suite: str,
         specs: Mapping[str, ExpectationSpec],
-        row_key: tuple[str, ...],
         known_columns: Iterable[str] | None = None,
     ) -> None:
         gx, _ = _gx()
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.suite_name = suite
-        self.row_key = row_key
         self.specs = active_expectations(specs)
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -189,57 +180,18 @@ class SuiteValidator:
         self.definition = self.context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{suite}_per_micro_batch", data=self.batch, suite=self.suite)
         )
-        self._row_definitions: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()  # one GX context: one validation at a time
 
     def validate(self, rows: DataFrame) -> SuiteRun:
-        """Run the whole suite over ``rows`` (best cached by the caller: GX reads it several times).
-
-        First pass: every expectation with counts only (GX bundles the aggregate metrics into a few Spark
-        jobs). Second pass, only when row-level expectations failed: those again, asking for the keys of
-        their unexpected rows. A clean micro-batch pays for the first pass alone (measured: 11 Spark jobs
-        instead of 69 for a one-pass run returning every row key).
-        """
+        """Run the whole suite over ``rows`` in one pass, counts only (best cached by the caller: GX
+        reads it once per metric domain)."""
         with self._lock:
-            return self._validate(rows)
-
-    def _validate(self, rows: DataFrame) -> SuiteRun:
-        run_time = dt.datetime.now(dt.UTC)
-        started = time.perf_counter()
-        outcome = self.definition.run(batch_parameters={"dataframe": rows}, result_format=_COUNTS_ONLY)
-        results = {item.expectation_config.meta["name"]: self._result(item) for item in outcome.results}
-        failed = tuple(
-            name for name, result in results.items() if not result.success and result.unexpected_count
-        )
-        counted = time.perf_counter()
-        row_key_seconds = 0.0
-        if failed:
-            rerun = self._row_definition(failed).run(
-                batch_parameters={"dataframe": rows},
-                result_format={**_ROW_KEYS, "unexpected_index_column_names": list(self.row_key)},
-            )
-            for item in rerun.results:
-                name = item.expectation_config.meta["name"]
-                keys = _row_keys((item.result or {}).get("unexpected_index_list"), self.row_key)
-                results[name] = replace(results[name], failed_row_keys=keys)
-            row_key_seconds = time.perf_counter() - counted
-        finished = time.perf_counter()
-        ordered = [results[name] for name in self.specs if name in results]
-        return SuiteRun(self.suite_name, ordered, finished - started, run_time, row_key_seconds)
-
-    def _row_definition(self, names: tuple[str, ...]) -> Any:
-        """A validation of just the named expectations (cached per set of names)."""
-        if names not in self._row_definitions:
-            gx, _ = _gx()
-            suite = self.context.suites.add(
-                gx.ExpectationSuite(name=f"{self.suite_name}_rows_{len(self._row_definitions)}")
-            )
-            for name in names:
-                suite.add_expectation(build_expectation(self.suite_name, name, self.specs[name], None))
-            self._row_definitions[names] = self.context.validation_definitions.add(
-                gx.ValidationDefinition(name=suite.name, data=self.batch, suite=suite)
-            )
-        return self._row_definitions[names]
+            run_time = dt.datetime.now(dt.UTC)
+            started = time.perf_counter()
+            outcome = self.definition.run(batch_parameters={"dataframe": rows}, result_format=_COUNTS_ONLY)
+            results = {item.expectation_config.meta["name"]: self._result(item) for item in outcome.results}
+            ordered = [results[name] for name in self.specs if name in results]
+            return SuiteRun(self.suite_name, ordered, time.perf_counter() - started, run_time)
 
     def _result(self, item: Any) -> ExpectationResult:
         config = item.expectation_config
@@ -270,23 +222,3 @@ class SuiteValidator:
 
 # Counts per expectation, no sample values (each sample list would cost a Spark job per expectation).
 _COUNTS_ONLY = {"result_format": "BASIC", "partial_unexpected_count": 0}
-# The keys of every unexpected row, without the offending values themselves (the rows are joined back).
-_ROW_KEYS = {
-    "result_format": "COMPLETE",
-    "exclude_unexpected_values": True,
-    "return_unexpected_index_query": False,
-}
-
-
-def _row_keys(index_list: Any, row_key: tuple[str, ...]) -> tuple[tuple[Any, ...], ...]:
-    """Row keys from GX's ``unexpected_index_list``: [{column: [values]}] or [{column: value}, ...]."""
-    keys: list[tuple[Any, ...]] = []
-    for entry in index_list or []:
-        if not isinstance(entry, dict):
-            continue
-        columns = [entry[column] for column in row_key]
-        if all(isinstance(values, list) for values in columns):
-            keys.extend(zip(*columns, strict=True))
-        else:
-            keys.append(tuple(columns))
-    return tuple(keys)

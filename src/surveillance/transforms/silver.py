@@ -213,6 +213,28 @@ def to_quarantine(checked: DataFrame) -> DataFrame:
     ).select(*QUARANTINE.schema.fieldNames())
 
 
+def _typed_fields(extra_fields: Mapping[str, str] | None) -> dict[str, Column]:
+    # The quote's fields under their silver names, from the parser's typed columns.
+    return {
+        "event_id": _raw("event_id"),
+        "symbol": _raw("symbol"),
+        "event_time": F.col("_event_time"),
+        "price": _raw("price"),
+        "volume": _raw("volume"),
+        "bid": _raw("bid"),
+        "ask": _raw("ask"),
+        "event_date": F.to_date("_event_time"),
+        "kafka_partition": F.col("partition"),
+        "kafka_offset": F.col("offset"),
+        **{name: F.try_variant_get("_doc", f"$.{name}", kind) for name, kind in (extra_fields or {}).items()},
+    }
+
+
+def with_silver_fields(checked: DataFrame, extra_fields: Mapping[str, str] | None = None) -> DataFrame:
+    """Parsed rows (valid or not) + the quote's fields under their silver names (NULL where unparsed)."""
+    return checked.withColumns(_typed_fields(extra_fields))
+
+
 def to_silver(checked: DataFrame, extra_fields: Mapping[str, str] | None = None) -> DataFrame:
     """Valid parsed rows -> typed silver quotes (``is_late``/``is_out_of_order`` are set later).
 
@@ -221,30 +243,15 @@ def to_silver(checked: DataFrame, extra_fields: Mapping[str, str] | None = None)
     message itself stays in bronze).
     """
     valid = checked.where(F.col("reject_reason").isNull())
-    typed = valid.select(
-        _raw("event_id").alias("event_id"),
-        _raw("symbol").alias("symbol"),
-        F.col("_event_time").alias("event_time"),
-        _raw("price").alias("price"),
-        _raw("volume").alias("volume"),
-        _raw("bid").alias("bid"),
-        _raw("ask").alias("ask"),
-        F.to_date("_event_time").alias("event_date"),
-        F.lit(None).cast("boolean").alias("is_late"),
-        F.lit(None).cast("boolean").alias("is_out_of_order"),
-        _array_or_empty(checked, "dq_warnings").alias("dq_warnings"),
-        F.col("partition").alias("kafka_partition"),
-        F.col("offset").alias("kafka_offset"),
-        "kafka_timestamp",
-        "ingested_at",
-        "stream_id",
-        "batch_id",
-        *[
-            F.try_variant_get("_doc", f"$.{name}", kind).alias(name)
-            for name, kind in (extra_fields or {}).items()
-        ],
-    )
-    return typed.select(*SILVER.schema.fieldNames(), *(extra_fields or {}))
+    fields = _typed_fields(extra_fields)
+    flags = {
+        "is_late": F.lit(None).cast("boolean"),
+        "is_out_of_order": F.lit(None).cast("boolean"),
+        "dq_warnings": _array_or_empty(checked, "dq_warnings"),
+    }
+    columns = {**fields, **flags}
+    names = (*SILVER.schema.fieldNames(), *(extra_fields or {}))
+    return valid.select(*[columns.get(name, F.col(name)).alias(name) for name in names])
 
 
 def first_per_event_id(quotes: DataFrame) -> DataFrame:
@@ -299,8 +306,30 @@ def with_batch_state(quotes: DataFrame, state: DataFrame | None) -> DataFrame:
     )
 
 
-def flag_late(quotes: DataFrame, state: DataFrame | None) -> DataFrame:
-    """Set ``is_late`` for quotes older than their micro-batch's event-time watermark (none without one)."""
+def flag_late(quotes: DataFrame, state: DataFrame | None, delay_seconds: float) -> DataFrame:
+    """Set ``is_late``: the quote is more than ``delay_seconds`` older than its own symbol's latest event
+    time when its micro-batch started (per symbol: partitions and symbols advance at their own pace, so an
+    ordered replay of a symbol is never late; a symbol's first quotes never are)."""
     joined = with_batch_state(quotes, state)
-    late = F.coalesce(F.col("event_time") < F.col("_watermark"), F.lit(False))
+    bound = F.unix_micros("_symbol_max") - F.lit(int(delay_seconds * 1e6))
+    late = F.coalesce(F.unix_micros("event_time") < bound, F.lit(False))
     return joined.withColumn("is_late", late).select(*quotes.columns)
+
+
+def flag_out_of_order(quotes: DataFrame, state: DataFrame | None) -> DataFrame:
+    """Set ``is_out_of_order``: an earlier-arrived quote of the same symbol has a later event time.
+
+    Earlier arrivals are those of the same micro-batch before it (by Kafka timestamp, partition, offset) and
+    every quote of earlier batches, summarised by the batch's ``state`` (see
+    :data:`surveillance.transforms.silver.BATCH_STATE_SCHEMA`).
+    """
+    arrived_before = (
+        Window.partitionBy("stream_id", "batch_id", "symbol")
+        .orderBy("kafka_timestamp", "kafka_partition", "kafka_offset")
+        .rowsBetween(Window.unboundedPreceding, -1)
+    )
+    joined = with_batch_state(quotes, state)
+    frontier = F.greatest(F.max("event_time").over(arrived_before), F.col("_symbol_max"))
+    return joined.withColumn(
+        "is_out_of_order", F.coalesce(F.col("event_time") < frontier, F.lit(False))
+    ).select(*quotes.columns)

@@ -1,0 +1,193 @@
+"""Per-symbol state of the detection query, kept in Spark's state store (``applyInPandasWithState``).
+
+For each symbol the state holds what the detectors need from before the micro-batch, and nothing more:
+
+* the **tail**: the last ``tail_ticks`` accepted quotes in tick order (event time, then event_id), with their
+  warn expectations: the previous price however old it is (an overnight gap, a halt), the rules' rolling
+  windows and the model's feature history (``models.features.HISTORY_TICKS``);
+* the **high-water mark**: the latest event time accepted, against which a quote is late or out of order;
+* the **seen ids**: 64-bit hashes of the event_ids accepted within ``dedup_horizon`` of the high-water mark
+  (at most ``dedup_max_ids``), so that a re-sent quote raises no second alert.
+
+A batch's rows of one symbol go through :func:`advance_symbol`, a pure pandas function: it drops re-sent
+and repeated event_ids, flags lateness per symbol, and returns the **context**: the tail (``is_new`` false)
+followed by the new quotes (``is_new`` true), which the rules and the model read exactly as they read
+silver history plus new quotes in a backfill. The state lives in the checkpoint: a restart resumes with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import types as T
+
+# The quote columns the operator receives (and returns, with the flags), one row per Kafka record.
+INPUT_SCHEMA = T.StructType(
+    [
+        T.StructField("symbol", T.StringType()),
+        T.StructField("event_id", T.StringType()),
+        T.StructField("event_micros", T.LongType()),
+        T.StructField("price", T.DoubleType()),
+        T.StructField("volume", T.LongType()),
+        T.StructField("bid", T.DoubleType()),
+        T.StructField("ask", T.DoubleType()),
+        T.StructField("dq_warnings", T.ArrayType(T.StringType())),
+        T.StructField("kafka_partition", T.IntegerType()),
+        T.StructField("kafka_offset", T.LongType()),
+        T.StructField("kafka_micros", T.LongType()),
+    ]
+)
+CONTEXT_SCHEMA = T.StructType(
+    [
+        *INPUT_SCHEMA.fields,
+        T.StructField("is_late", T.BooleanType()),
+        T.StructField("is_out_of_order", T.BooleanType()),
+        T.StructField("is_new", T.BooleanType()),
+    ]
+)
+_TAIL = ("event_id", "event_micros", "price", "volume", "bid", "ask")
+STATE_SCHEMA = T.StructType(
+    [
+        T.StructField("tail_event_id", T.ArrayType(T.StringType())),
+        T.StructField("tail_event_micros", T.ArrayType(T.LongType())),
+        T.StructField("tail_price", T.ArrayType(T.DoubleType())),
+        T.StructField("tail_volume", T.ArrayType(T.LongType())),
+        T.StructField("tail_bid", T.ArrayType(T.DoubleType())),
+        T.StructField("tail_ask", T.ArrayType(T.DoubleType())),
+        # Warn expectations per tail quote, comma-joined (expectation names are snake case).
+        T.StructField("tail_warnings", T.ArrayType(T.StringType())),
+        T.StructField("seen_hashes", T.ArrayType(T.LongType())),
+        T.StructField("seen_micros", T.ArrayType(T.LongType())),
+        T.StructField("max_event_micros", T.LongType()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class StateLimits:
+    tail_ticks: int  # quotes kept per symbol for the rules' windows and the model's features
+    late_after_micros: int  # a quote this far behind its symbol's high-water mark is late
+    dedup_horizon_micros: int  # event_ids remembered this far behind the high-water mark...
+    dedup_max_ids: int  # ...and at most this many per symbol
+
+
+@dataclass
+class SymbolState:
+    tail: pd.DataFrame  # _TAIL columns + dq_warnings (lists), tick order
+    seen_hashes: np.ndarray
+    seen_micros: np.ndarray
+    max_event_micros: int | None
+
+    @classmethod
+    def empty(cls) -> SymbolState:
+        tail = pd.DataFrame({name: pd.Series(dtype=_dtype(name)) for name in _TAIL})
+        tail["dq_warnings"] = pd.Series(dtype=object)
+        return cls(tail, np.array([], np.int64), np.array([], np.int64), None)
+
+    @classmethod
+    def from_row(cls, row: tuple) -> SymbolState:
+        values = dict(zip(STATE_SCHEMA.fieldNames(), row, strict=True))
+        tail = pd.DataFrame({name: np.asarray(values[f"tail_{name}"], dtype=_dtype(name)) for name in _TAIL})
+        tail["dq_warnings"] = [w.split(",") if w else [] for w in values["tail_warnings"]]
+        return cls(
+            tail,
+            np.asarray(values["seen_hashes"], np.int64),
+            np.asarray(values["seen_micros"], np.int64),
+            values["max_event_micros"],
+        )
+
+    def to_row(self) -> tuple:
+        tail = self.tail
+        return (
+            tail["event_id"].tolist(),
+            [int(v) for v in tail["event_micros"]],
+            [float(v) for v in tail["price"]],
+            [int(v) for v in tail["volume"]],
+            [None if np.isnan(v) else float(v) for v in tail["bid"].astype(float)],
+            [None if np.isnan(v) else float(v) for v in tail["ask"].astype(float)],
+            [",".join(w) for w in tail["dq_warnings"]],
+            [int(v) for v in self.seen_hashes],
+            [int(v) for v in self.seen_micros],
+            self.max_event_micros,
+        )
+
+
+def _dtype(name: str) -> str:
+    return {"event_id": "object", "event_micros": "int64", "volume": "int64"}.get(name, "float64")
+
+
+def event_id_hashes(event_ids: pd.Series) -> np.ndarray:
+    """Stable 64-bit hashes of event_ids (the same in every process: pandas' fixed-key SipHash)."""
+    return pd.util.hash_array(event_ids.to_numpy(dtype=object)).view(np.int64)
+
+
+def advance_symbol(
+    state: SymbolState, rows: pd.DataFrame, limits: StateLimits
+) -> tuple[pd.DataFrame, SymbolState]:
+    """One micro-batch of one symbol: (its context rows, the state after it). Pure: no I/O, no Spark."""
+    arrived = rows.sort_values(["kafka_micros", "kafka_partition", "kafka_offset"], kind="mergesort")
+    # The first arrival of each event_id wins (as in silver); ids accepted before are re-sends.
+    first = arrived.drop_duplicates("event_id", keep="first")
+    hashes = event_id_hashes(first["event_id"])
+    fresh_mask = ~np.isin(hashes, state.seen_hashes)
+    fresh = first[fresh_mask].reset_index(drop=True)
+    hashes = hashes[fresh_mask]
+    if fresh.empty:
+        return _context(state.tail.iloc[:0], fresh, rows.iloc[:0]), state
+    micros = fresh["event_micros"].to_numpy(np.int64)
+    before = state.max_event_micros
+    frontier = np.maximum.accumulate(micros)
+    earlier = np.concatenate([[np.iinfo(np.int64).min], frontier[:-1]])
+    if before is not None:
+        earlier = np.maximum(earlier, before)
+    fresh["is_out_of_order"] = micros < earlier
+    fresh["is_late"] = (micros < before - limits.late_after_micros) if before is not None else False
+    fresh["is_new"] = True
+    tail = state.tail.assign(is_new=False)
+    merged = pd.concat([tail, fresh[[*_TAIL, "dq_warnings", "is_new"]]], ignore_index=True)
+    merged = merged.sort_values(["event_micros", "event_id"], kind="mergesort", ignore_index=True)
+    high_water = int(micros.max()) if before is None else max(before, int(micros.max()))
+    seen_hashes = np.concatenate([state.seen_hashes, hashes])
+    seen_micros = np.concatenate([state.seen_micros, micros])
+    keep = seen_micros >= high_water - limits.dedup_horizon_micros
+    seen_hashes, seen_micros = (
+        seen_hashes[keep][-limits.dedup_max_ids :],
+        seen_micros[keep][-limits.dedup_max_ids :],
+    )
+    after = SymbolState(
+        merged[[*_TAIL, "dq_warnings"]].iloc[-limits.tail_ticks :].reset_index(drop=True),
+        seen_hashes,
+        seen_micros,
+        high_water,
+    )
+    return _context(state.tail, fresh, rows), after
+
+
+def _context(tail: pd.DataFrame, fresh: pd.DataFrame, template: pd.DataFrame) -> pd.DataFrame:
+    history = tail.assign(
+        symbol=template["symbol"].iloc[0] if len(template) else None,
+        kafka_partition=None,
+        kafka_offset=None,
+        kafka_micros=None,
+        is_late=False,
+        is_out_of_order=False,
+        is_new=False,
+    )
+    return pd.concat([history, fresh], ignore_index=True).reindex(columns=CONTEXT_SCHEMA.fieldNames())
+
+
+def symbol_state_function(limits: StateLimits):
+    """The ``applyInPandasWithState`` function over :func:`advance_symbol` (state in and out as a row)."""
+
+    def apply(key: tuple, batches: Iterator[pd.DataFrame], group_state) -> Iterator[pd.DataFrame]:
+        rows = pd.concat(list(batches), ignore_index=True)
+        state = SymbolState.from_row(group_state.get) if group_state.exists else SymbolState.empty()
+        context, after = advance_symbol(state, rows, limits)
+        if after is not state:
+            group_state.update(after.to_row())
+        yield context
+
+    return apply

@@ -1,0 +1,295 @@
+"""The detection query: Kafka quotes -> per-symbol state -> rules and champion model -> alerts.
+
+Its own read of the quotes topic and its own checkpoint, beside the lakehouse query, so an alert never
+waits for a Delta commit, a validation run or a bar. Per micro-batch:
+
+1. parse the records and judge them with the silver suite's row predicates (as the lakehouse does); only
+   quotes silver will accept go on;
+2. ``applyInPandasWithState`` per symbol (:mod:`surveillance.detection.symbol_state`): re-sent ids dropped,
+   late and out-of-order flagged per symbol, each symbol's tail of earlier quotes attached;
+3. in ``foreachBatch``: the rules and the champion model on that context (the same
+   :func:`~surveillance.pipeline.layers.derive_alerts` a backfill runs on silver), then the alerts are sent
+   to the alerts topic and appended to the ``alerts`` table.
+
+The state store holds everything a batch needs from earlier ones: no table is read inside a micro-batch.
+The alerts topic is at least once (a crash between the send and the checkpoint re-sends the batch, with
+the same ``alert_id``s); the ``alerts`` table is exactly once (a replayed batch that already appended is
+skipped, known from one read of the table at start).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupStateTimeout
+
+from surveillance.config import Settings, interval_seconds, resolve_local_path
+from surveillance.detection.symbol_state import (
+    CONTEXT_SCHEMA,
+    INPUT_SCHEMA,
+    STATE_SCHEMA,
+    StateLimits,
+    symbol_state_function,
+)
+from surveillance.lakehouse import ALERTS, STREAM_PROGRESS, read_table, table_locations, write_table
+from surveillance.models.features import HISTORY_TICKS
+from surveillance.models.scoring import MODEL_RULE, ChampionModel
+from surveillance.pipeline.layers import derive_alerts, route_quotes, silver_row_checks
+from surveillance.pipeline.profile import BatchProfile
+from surveillance.sinks.kafka_alerts import AlertPublisher
+from surveillance.transforms.bronze import to_bronze
+from surveillance.transforms.silver import parse_quotes, to_silver
+
+log = logging.getLogger(__name__)
+DETECTION_POOL = "detection"
+CRASH_ENV = "SURVEIL_CRASH_AT"
+
+
+def _crash_point(step: str, batch_id: int) -> None:
+    if os.environ.get(CRASH_ENV) == f"detect-{step}:{batch_id}":
+        os._exit(86)
+
+
+def state_limits(settings: Settings) -> StateLimits:
+    """How much each symbol's state keeps (see :mod:`surveillance.detection.symbol_state`)."""
+    rules, detection = settings.rules, settings.detection
+    return StateLimits(
+        tail_ticks=max(HISTORY_TICKS, rules.zscore.window + 1, rules.volume_spike.window + 1),
+        late_after_micros=interval_seconds(settings.stream.watermark) * 1_000_000,
+        dedup_horizon_micros=interval_seconds(detection.dedup_horizon) * 1_000_000,
+        dedup_max_ids=detection.dedup_max_ids,
+    )
+
+
+def accepted_quotes(records: DataFrame, settings: Settings) -> DataFrame:
+    """Kafka records -> the quotes silver will accept, in the state operator's input columns.
+
+    The contract and the suite's row predicates as in the lakehouse query (expectations comparing rows of
+    one batch with each other cannot run before a stateful operator and are left to the lakehouse).
+    """
+    bronze = to_bronze(records, "", 0)  # batch identity is stamped on in foreachBatch
+    routed = route_quotes(parse_quotes(bronze), silver_row_checks(settings), row_level_only=True)
+    silver = to_silver(routed)
+    return silver.select(
+        "symbol",
+        "event_id",
+        F.unix_micros("event_time").alias("event_micros"),
+        "price",
+        "volume",
+        "bid",
+        "ask",
+        "dq_warnings",
+        "kafka_partition",
+        "kafka_offset",
+        F.unix_micros("kafka_timestamp").alias("kafka_micros"),
+    ).select(*INPUT_SCHEMA.fieldNames())
+
+
+def symbol_context(quotes: DataFrame, settings: Settings) -> DataFrame:
+    """The per-symbol stateful step: each batch's new quotes with their symbol's tail (``is_new`` false)."""
+    return quotes.groupBy("symbol").applyInPandasWithState(
+        symbol_state_function(state_limits(settings)),
+        outputStructType=CONTEXT_SCHEMA,
+        stateStructType=STATE_SCHEMA,
+        outputMode="append",
+        timeoutConf=GroupStateTimeout.NoTimeout,
+    )
+
+
+def as_rule_context(context: DataFrame, stream_id: str, batch_id: int, started_at: dt.datetime) -> DataFrame:
+    """Context rows in the columns the rules and the model read (silver's, plus ``is_new``)."""
+    event_time = F.timestamp_micros("event_micros")
+    return context.select(
+        "event_id",
+        "symbol",
+        event_time.alias("event_time"),
+        "price",
+        "volume",
+        "bid",
+        "ask",
+        F.to_date(event_time).alias("event_date"),
+        "is_late",
+        "is_out_of_order",
+        "dq_warnings",
+        "kafka_partition",
+        "kafka_offset",
+        F.timestamp_micros("kafka_micros").alias("kafka_timestamp"),
+        F.lit(started_at).cast("timestamp").alias("ingested_at"),
+        F.lit(stream_id).alias("stream_id"),
+        F.lit(batch_id).cast("long").alias("batch_id"),
+        "is_new",
+    )
+
+
+def detection_checkpoint(settings: Settings) -> str:
+    """The detection query's checkpoint: configured, or beside the lakehouse query's."""
+    configured = settings.detection.checkpoint_dir
+    if configured:
+        return resolve_local_path(configured)
+    lakehouse = resolve_local_path(settings.stream.checkpoint_dir).rstrip("/")
+    return f"{lakehouse.rsplit('/', 1)[0]}/{settings.detection.query_name}"
+
+
+def _checkpoint_id(spark: SparkSession, checkpoint: str) -> str | None:
+    metadata = os.path.join(checkpoint, "metadata")
+    if not os.path.exists(metadata) and "://" not in checkpoint:
+        return None
+    try:
+        return json.loads(spark.read.text(metadata).first()[0])["id"]
+    except Exception:  # no checkpoint yet: a new stream
+        return None
+
+
+class AlertBatchWriter:
+    """The detection query's foreachBatch body: ``(context, batch_id) -> None``."""
+
+    def __init__(self, spark: SparkSession, settings: Settings) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.locations = table_locations(settings)
+        self.checkpoint = detection_checkpoint(settings)
+        self.query_name = settings.detection.query_name
+        self.quality_on = settings.quality.enabled
+        self.champion = ChampionModel(settings) if settings.models.scoring.enabled else None
+        self.publisher = AlertPublisher(settings.kafka)
+        self._stream_id = _checkpoint_id(spark, self.checkpoint)
+        # Only the last batch before a crash can be replayed: the table says up to where alerts committed.
+        self._appended_up_to = self._last_appended_batch()
+        self._progress: list[dict] = []
+        self._progress_lock = threading.Lock()
+        self._flushed_at = time.monotonic()
+        self._progress_interval = interval_seconds(settings.detection.progress_interval)
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detection-progress")
+
+    def _last_appended_batch(self) -> int:
+        if self._stream_id is None:
+            return -1
+        last = (
+            read_table(self.spark, self.locations[ALERTS.name])
+            .where(F.col("stream_id") == self._stream_id)
+            .agg(F.max("batch_id"))
+            .first()[0]
+        )
+        return -1 if last is None else int(last)
+
+    def stream_id(self) -> str:
+        if self._stream_id is None:
+            self._stream_id = _checkpoint_id(self.spark, self.checkpoint)
+        assert self._stream_id is not None, "the query writes its checkpoint metadata before a batch"
+        return self._stream_id
+
+    def __call__(self, context: DataFrame, batch_id: int) -> None:
+        started_at = dt.datetime.now(dt.UTC)
+        profile = BatchProfile(self.spark, self.query_name, batch_id, DETECTION_POOL)
+        rows = as_rule_context(context, self.stream_id(), batch_id, started_at).persist()
+        try:
+            with profile.step("state"):
+                counts = rows.agg(
+                    F.count_if("is_new").alias("new"),
+                    F.count_if(F.col("is_new") & F.col("is_late")).alias("late"),
+                    F.count_if(F.col("is_new") & F.col("is_out_of_order")).alias("out_of_order"),
+                    F.count_if(F.col("is_new") & (F.size("dq_warnings") > 0)).alias("warned"),
+                ).first()
+            per_rule: dict[str, int] = {}
+            model = None
+            if counts["new"]:
+                with profile.step("model_refresh"):
+                    model = self.champion.current() if self.champion else None
+                per_rule = self._detect(rows, model, batch_id, profile)
+        finally:
+            rows.unpersist()
+        self._record(batch_id, started_at, counts, per_rule, model, profile)
+
+    def _detect(self, rows: DataFrame, model, batch_id: int, profile: BatchProfile) -> dict[str, int]:
+        alerts = derive_alerts(rows, self.settings, model, self.quality_on).persist()
+        try:
+            with profile.step("rules_and_model"):
+                per_rule = {row["rule"]: row["count"] for row in alerts.groupBy("rule").count().collect()}
+            if not per_rule:
+                return per_rule
+            with profile.step("publish"):
+                self.publisher.publish(alerts)
+            _crash_point("publish", batch_id)
+            if batch_id > self._appended_up_to:
+                with profile.step("alerts_append"):
+                    write_table(alerts.write.format("delta").mode("append"), self.locations[ALERTS.name])
+                self._appended_up_to = batch_id
+            _crash_point("alerts", batch_id)
+            return per_rule
+        finally:
+            alerts.unpersist()
+
+    def _record(self, batch_id, started_at, counts, per_rule, model, profile) -> None:
+        row = {
+            "stream_id": self.stream_id(),
+            "batch_id": batch_id,
+            "records_in": None,
+            "silver_rows": counts["new"],
+            "late_rows": counts["late"],
+            "out_of_order_rows": counts["out_of_order"],
+            "dq_warning_rows": counts["warned"],
+            "alert_rows": sum(per_rule.values()),
+            "model_version": model.version if model is not None else None,
+            "model_alert_rows": per_rule.get(MODEL_RULE, 0),
+            "started_at": started_at,
+            "finished_at": dt.datetime.now(dt.UTC),
+            "query_name": self.query_name,
+            "step_seconds": profile.step_seconds(),
+            "spark_jobs": profile.spark_jobs(),
+        }
+        with self._progress_lock:
+            self._progress.append(row)
+        if time.monotonic() - self._flushed_at >= self._progress_interval:
+            self._flushed_at = time.monotonic()
+            self._flusher.submit(self.flush_progress)
+
+    def flush_progress(self) -> None:
+        """Append the buffered progress rows in one commit (off the batch's critical path)."""
+        with self._progress_lock:
+            rows, self._progress = self._progress, []
+        if not rows:
+            return
+        try:
+            BatchProfile(self.spark, f"{self.query_name}-progress", rows[-1]["batch_id"]).tag_thread()
+            frame = self.spark.createDataFrame(rows, STREAM_PROGRESS.schema)
+            write_table(frame.write.format("delta").mode("append"), self.locations[STREAM_PROGRESS.name])
+        except Exception as exc:  # telemetry must not stop detection
+            log.warning("could not record %d detection progress rows: %s", len(rows), exc)
+
+    def close(self) -> None:
+        """Record what is buffered and release the producer (after the query stopped)."""
+        self._flusher.shutdown(wait=True)
+        self.flush_progress()
+        self.publisher.close()
+
+
+def start_detection(
+    spark: SparkSession, settings: Settings, records: DataFrame, once: bool = False
+) -> tuple[StreamingQuery, AlertBatchWriter]:
+    """Start the detection query on ``records`` (the quotes topic); the writer is closed by the caller."""
+    writer = AlertBatchWriter(spark, settings)
+    detection = settings.detection
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", DETECTION_POOL)
+    stream = (
+        symbol_context(accepted_quotes(records, settings), settings)
+        .writeStream.queryName(detection.query_name)
+        .option("checkpointLocation", writer.checkpoint)
+        .foreachBatch(writer)
+    )
+    if once:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=detection.trigger_interval)
+    try:
+        return stream.start(), writer
+    finally:
+        spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)

@@ -1,0 +1,92 @@
+"""The detection query's per-symbol state step, on tiny pandas frames (no Spark)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from surveillance.detection.symbol_state import (
+    CONTEXT_SCHEMA,
+    StateLimits,
+    SymbolState,
+    advance_symbol,
+)
+
+LIMITS = StateLimits(
+    tail_ticks=3, late_after_micros=600_000_000, dedup_horizon_micros=3_600_000_000, dedup_max_ids=4
+)
+SECOND = 1_000_000
+
+
+def _rows(*quotes: tuple[str, int], first_offset: int = 0) -> pd.DataFrame:
+    ids = [event_id for event_id, _ in quotes]
+    return pd.DataFrame(
+        {
+            "symbol": "ACME",
+            "event_id": ids,
+            "event_micros": [seconds * SECOND for _, seconds in quotes],
+            "price": np.arange(len(ids), dtype=float) + 100.0,
+            "volume": 10,
+            "bid": 99.0,
+            "ask": np.nan,
+            "dq_warnings": [["bid_not_above_ask"] if i == 0 else [] for i in range(len(ids))],
+            "kafka_partition": 0,
+            "kafka_offset": np.arange(first_offset, first_offset + len(ids)),
+            "kafka_micros": np.arange(first_offset, first_offset + len(ids)),
+        }
+    )
+
+
+def _round_trip(state: SymbolState) -> SymbolState:
+    # As Spark stores it: a row of plain values.
+    return SymbolState.from_row(state.to_row())
+
+
+def test_first_batch_has_no_history_and_keeps_the_first_arrival_of_each_id() -> None:
+    context, state = advance_symbol(
+        SymbolState.empty(), _rows(("a", 1), ("b", 2), ("b", 2), ("c", 3)), LIMITS
+    )
+    assert list(context.columns) == CONTEXT_SCHEMA.fieldNames()
+    assert list(context.event_id) == ["a", "b", "c"] and context.is_new.all()
+    assert not context.is_late.any() and not context.is_out_of_order.any()
+    assert state.max_event_micros == 3 * SECOND and list(state.tail.event_id) == ["a", "b", "c"]
+
+
+def test_the_tail_comes_back_as_history_and_a_resent_id_is_dropped() -> None:
+    _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1), ("b", 2), ("c", 3)), LIMITS)
+    state = _round_trip(state)
+    assert state.tail.dq_warnings.tolist() == [["bid_not_above_ask"], [], []]
+    context, after = advance_symbol(state, _rows(("c", 3), ("d", 4), first_offset=3), LIMITS)
+    assert list(context.event_id) == ["a", "b", "c", "d"]
+    assert list(context.is_new) == [False, False, False, True]
+    assert context.bid.iloc[0] == 99.0 and np.isnan(context.ask.iloc[0])
+    # The tail keeps the last tail_ticks quotes in tick order.
+    assert list(after.tail.event_id) == ["b", "c", "d"]
+
+
+def test_lateness_and_order_are_per_symbol_against_its_own_high_water_mark() -> None:
+    _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1000)), LIMITS)
+    context, after = advance_symbol(
+        _round_trip(state), _rows(("recent", 990), ("old", 100), ("next", 1001), first_offset=1), LIMITS
+    )
+    new = context[context.is_new].set_index("event_id")
+    assert new.is_out_of_order.to_dict() == {"recent": True, "old": True, "next": False}
+    assert new.is_late.to_dict() == {"recent": False, "old": True, "next": False}  # 900 s behind > 600 s
+    assert after.max_event_micros == 1001 * SECOND
+    # The late quote is in the tail at its place in tick order.
+    assert list(after.tail.event_id) == ["recent", "a", "next"]
+
+
+def test_seen_ids_are_bounded_by_horizon_and_count() -> None:
+    _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1), ("b", 2), ("c", 3)), LIMITS)
+    _, state = advance_symbol(_round_trip(state), _rows(("d", 7200), ("e", 7201), first_offset=3), LIMITS)
+    # a, b, c are more than an hour behind the high-water mark: forgotten; at most 4 ids are kept anyway.
+    assert len(state.seen_hashes) == 2
+    context, _ = advance_symbol(_round_trip(state), _rows(("e", 7201), ("f", 7202), first_offset=5), LIMITS)
+    assert list(context[context.is_new].event_id) == ["f"]
+
+
+def test_a_batch_of_only_resent_ids_changes_nothing() -> None:
+    _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1)), LIMITS)
+    context, after = advance_symbol(state, _rows(("a", 1), first_offset=1), LIMITS)
+    assert context.empty and after is state
