@@ -14,9 +14,14 @@ JVM start-up and query planning before the first batch are not counted.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,20 +33,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from kafka import KafkaConsumer
+from pyspark.sql import functions as F
 from rich.console import Console
 from rich.table import Table
 
 from surveillance.config import Settings, resolve_local_path
 from surveillance.demo import local_run_settings, train_champion, wipe_run_state
-from surveillance.ingestion.generator import generate_quotes, write_jsonl
+from surveillance.ingestion.generator import DEFAULT_START, generate_quotes, write_jsonl
 from surveillance.ingestion.replay import replay_file
 from surveillance.kafka.admin import ensure_topics, topic_end_offsets
 from surveillance.kafka.broker import LocalBroker
-from surveillance.lakehouse import read_table, table_locations
+from surveillance.lakehouse import ensure_tables, read_table, table_locations, write_table
 from surveillance.models.registry import alias_version
 from surveillance.pipeline.stream import StreamingJob, processed_offsets, read_quotes, start_stream, wait_for
 from surveillance.spark import get_spark
 
+GROWTH_ROWS = 2_000_000
 BENCH_OVERRIDES = (
     "state_dir=.state/bench",
     "lakehouse.root=.state/bench/lakehouse",
@@ -78,9 +85,10 @@ class BenchResult:
     ratio_lakehouse_to_peer: float
     latency: list[LatencyRun]
     profile: dict[str, dict[str, float]]  # query -> {step: median seconds, "spark_jobs": median}
-    # Not measured by this version of the bench (see the README's Performance section).
-    cold_start_s: float | None = None
-    cost_growth_ratio: float | None = None
+    cold_start_s: float | None = None  # launching `surveil stream` -> its first committed batch
+    cost_growth_ratio: float | None = None  # median batch over GROWTH_ROWS silver rows / over empty tables
+    batch_s_empty_tables: float | None = None
+    batch_s_full_tables: float | None = None
     # The champion model the detection query scored with in (c): "<detector> v<version>", or "off".
     model_scoring: str = "off"
 
@@ -234,6 +242,94 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     )
 
 
+def measure_cold_start(settings: Settings, workdir: Path) -> float:
+    """Seconds from launching ``surveil stream`` (a new process) to its first committed lakehouse batch."""
+    sets = [
+        arg
+        for value in (
+            *BENCH_OVERRIDES,
+            f"state_dir={settings.state_dir}",
+            f"lakehouse.root={settings.lakehouse.root}",
+            f"stream.checkpoint_dir={settings.stream.checkpoint_dir}",
+            f"kafka.topics.quotes={settings.kafka.topics.quotes}",
+        )
+        for arg in ("--set", value)
+    ]
+    commits = Path(resolve_local_path(settings.stream.checkpoint_dir)) / "commits"
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "surveillance.cli", *sets, "stream"],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "cold_start.log").open("w"),
+        start_new_session=True,
+    )
+    try:
+        while time.monotonic() - started < 300 and process.poll() is None:
+            if commits.exists() and any(p.name.isdigit() for p in commits.iterdir()):
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise RuntimeError(f"surveil stream committed no batch (see {workdir / 'cold_start.log'})")
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def prefill_silver(settings: Settings, rows: int) -> None:
+    """Append ``rows`` silver quotes of the 30 days before the bench's data (as a long-running table has)."""
+    spark = get_spark(settings)
+    locations = table_locations(settings)
+    ensure_tables(spark, locations)
+    start = DEFAULT_START - dt.timedelta(days=30)
+    step_us = int(30 * 86400 * 1e6 / rows)
+    filler = spark.range(rows).select(
+        F.concat(F.lit("old-"), F.col("id").cast("string")).alias("event_id"),
+        F.concat(F.lit("SYM"), (F.col("id") % 20).cast("string")).alias("symbol"),
+        F.timestamp_micros(F.lit(int(start.timestamp() * 1e6)) + F.col("id") * step_us).alias("event_time"),
+        (F.lit(100.0) + F.col("id") % 7).alias("price"),
+        F.lit(10).cast("long").alias("volume"),
+        F.lit(99.9).alias("bid"),
+        F.lit(100.1).alias("ask"),
+    )
+    silver = filler.select(
+        *filler.columns[:7],
+        F.to_date("event_time").alias("event_date"),
+        F.lit(False).alias("is_late"),
+        F.lit(False).alias("is_out_of_order"),
+        F.array().cast("array<string>").alias("dq_warnings"),
+        F.lit(0).alias("kafka_partition"),
+        F.col("event_time").cast("long").alias("kafka_offset"),
+        F.col("event_time").alias("kafka_timestamp"),
+        F.col("event_time").alias("ingested_at"),
+        F.lit("prefill").alias("stream_id"),
+        F.lit(0).cast("long").alias("batch_id"),
+    )
+    # Written in many commits and files, as a stream would have left it.
+    for part in range(20):
+        chunk = silver.where(F.abs(F.hash("event_id")) % 20 == part)
+        write_table(chunk.write.format("delta").mode("append"), locations["silver_quotes"])
+
+
+def measure_cost_growth(settings: Settings, rows: int) -> tuple[float, float]:
+    """Median lakehouse batch seconds over one topic into empty tables, then into a silver of ``rows``."""
+    empty = _bench_settings(settings, "bench_growth_empty").with_overrides(
+        f"lakehouse.root={settings.state_dir}/lakehouse_growth_empty", "detection.enabled=false"
+    )
+    full = _bench_settings(settings, "bench_growth_full").with_overrides(
+        f"lakehouse.root={settings.state_dir}/lakehouse_growth_full", "detection.enabled=false"
+    )
+    prefill_silver(full, rows)
+    medians = []
+    for run in (empty, full):
+        job = start_stream(get_spark(run), run, once=True)
+        wait_for(job)
+        medians.append(_rate(job.lakehouse.recentProgress)[2])
+    return medians[0], medians[1]
+
+
 def step_profile(settings: Settings) -> dict[str, dict[str, float]]:
     """Median seconds per step and Spark jobs per batch of each query, from its stream_progress rows."""
     spark = get_spark(settings)
@@ -282,7 +378,7 @@ def run_bench(
                 _bench_settings(settings, "bench_raw").with_overrides("stream.max_offsets_per_trigger=null")
             )
             console.print("(d) the seeds' design (kafka-python loop)...")
-            peer = measure_peer(settings, loaded.sent)
+            peer = measure_peer(settings, min(loaded.sent, 200_000))
             model_scoring = "off"
             if settings.models.scoring.enabled:
                 console.print("training the anomaly models (the detection query scores with the champion)...")
@@ -293,6 +389,19 @@ def run_bench(
             lakehouse_settings = _bench_settings(settings, "bench_lakehouse")
             lake_rate, batches, median_batch = measure_lakehouse(lakehouse_settings)
             profile = step_profile(lakehouse_settings)
+            console.print("(e) cold start of surveil stream...")
+            cold_settings = _bench_settings(settings, "bench_cold").with_overrides(
+                f"lakehouse.root={settings.state_dir}/lakehouse_cold"
+            )
+            cold_start = measure_cold_start(cold_settings, Path(tmp))
+            console.print(f"(f) per-batch cost over {GROWTH_ROWS:,} silver rows against empty tables...")
+            growth_settings = settings.with_overrides("kafka.topics.quotes=bench_growth_quotes")
+            ensure_topics(growth_settings.kafka)
+            growth = generate_quotes(symbols=20, minutes=100, seed=6, inject_anomalies=True)
+            replay_file(
+                write_jsonl(growth, Path(tmp) / "growth.jsonl"), growth_settings.kafka, progress=False
+            )
+            empty_batch_s, full_batch_s = measure_cost_growth(growth_settings, GROWTH_ROWS)
             for rate in latency_rates:
                 console.print(f"(c) latency at {rate:,.0f} events/s for {latency_seconds}s, both queries...")
                 latency_settings = _bench_settings(settings, f"bench_latency_{int(rate)}").with_overrides(
@@ -316,6 +425,10 @@ def run_bench(
         ratio_lakehouse_to_peer=lake_rate / peer if peer else 0.0,
         latency=latency,
         profile=profile,
+        cold_start_s=cold_start,
+        cost_growth_ratio=full_batch_s / empty_batch_s if empty_batch_s else None,
+        batch_s_empty_tables=empty_batch_s,
+        batch_s_full_tables=full_batch_s,
         model_scoring=model_scoring,
     )
     _print(result, settings, Console())
@@ -343,6 +456,12 @@ def _print(result: BenchResult, settings: Settings, console: Console) -> None:
     table.add_row("(d) seeds' design (kafka-python loop)", f"{result.peer_events_per_s:,.0f} events/s")
     table.add_row("(b)/(d)", f"{result.ratio_lakehouse_to_peer:.3f}")
     table.add_row("    model scoring in (c)", result.model_scoring)
+    table.add_row("(e) cold start: launch -> first committed batch", _seconds(result.cold_start_s))
+    table.add_row(
+        f"(f) median batch, {GROWTH_ROWS:,} silver rows / empty",
+        f"{_seconds(result.batch_s_full_tables)} / {_seconds(result.batch_s_empty_tables)} = "
+        f"{result.cost_growth_ratio or 0:.2f}",
+    )
     for run in result.latency:
         table.add_row(
             f"(c) at {run.input_events_per_s:,.0f} events/s",

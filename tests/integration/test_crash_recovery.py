@@ -43,6 +43,7 @@ def _overrides(settings: Settings) -> list[str]:
         f"lakehouse.root={settings.lakehouse.root}",
         f"stream.checkpoint_dir={settings.stream.checkpoint_dir}",
         f"stream.max_offsets_per_trigger={settings.stream.max_offsets_per_trigger}",
+        f"detection.max_offsets_per_trigger={settings.detection.max_offsets_per_trigger}",
         "spark.master=local[2]",
         "spark.shuffle_partitions=2",
         f"quality.enabled={str(settings.quality.enabled).lower()}",

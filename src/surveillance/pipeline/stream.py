@@ -370,7 +370,8 @@ class QuoteBatchWriter:
 
         The minute's quotes are this batch's new ones plus those of other batches, which the history
         already holds (it reaches to the end of the last touched minute): no second read of silver.
-        Then the bars suite validates those bars as gold now holds them, against their quotes.
+        The MERGE replaces each touched bar whole, so the bars suite validates the bars as computed (what
+        gold now holds), against their quotes, without reading gold back; as a backfill does.
         """
         keys = bar_keys(new_quotes)
         core = SILVER.schema.fieldNames()
@@ -381,18 +382,13 @@ class QuoteBatchWriter:
             "left_semi",
         )
         location = self.locations["gold_bars_1m"]
-        upsert_bars(self.spark, location, one_minute_bars(touched), stats.event_dates)
-        _crash_point("gold", batch_id)
-        if self.bars_validator is None:
-            return None
-        stored = (
-            read_table(self.spark, location)
-            .where(F.col("bar_date").isin(stats.event_dates))
-            .join(keys.hint("broadcast"), ["symbol", "bar_start"], "left_semi")
-        )
-        bars = with_quote_totals(stored, touched).persist()
+        bars = one_minute_bars(touched).persist()
         try:
-            return self.bars_validator.validate(bars)
+            upsert_bars(self.spark, location, bars, stats.event_dates)
+            _crash_point("gold", batch_id)
+            if self.bars_validator is None:
+                return None
+            return self.bars_validator.validate(with_quote_totals(bars, touched))
         finally:
             bars.unpersist()
 
