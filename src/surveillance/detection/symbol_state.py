@@ -17,12 +17,13 @@ silver history plus new quotes in a backfill. The state lives in the checkpoint:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import types as T
+from pyspark.sql.streaming.state import GroupState
 
 # The quote columns the operator receives (and returns, with the flags), one row per Kafka record.
 INPUT_SCHEMA = T.StructType(
@@ -179,10 +180,13 @@ def _context(tail: pd.DataFrame, fresh: pd.DataFrame, template: pd.DataFrame) ->
     return pd.concat([history, fresh], ignore_index=True).reindex(columns=CONTEXT_SCHEMA.fieldNames())
 
 
-def symbol_state_function(limits: StateLimits):
+StateFunction = Callable[[tuple, Iterator[pd.DataFrame], "GroupState"], Iterator[pd.DataFrame]]
+
+
+def symbol_state_function(limits: StateLimits) -> StateFunction:
     """The ``applyInPandasWithState`` function over :func:`advance_symbol` (state in and out as a row)."""
 
-    def apply(key: tuple, batches: Iterator[pd.DataFrame], group_state) -> Iterator[pd.DataFrame]:
+    def apply(key: tuple, batches: Iterator[pd.DataFrame], group_state: GroupState) -> Iterator[pd.DataFrame]:
         rows = pd.concat(list(batches), ignore_index=True)
         state = SymbolState.from_row(group_state.get) if group_state.exists else SymbolState.empty()
         context, after = advance_symbol(state, rows, limits)

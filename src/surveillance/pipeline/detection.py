@@ -27,7 +27,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
@@ -42,7 +42,7 @@ from surveillance.detection.symbol_state import (
 )
 from surveillance.lakehouse import ALERTS, STREAM_PROGRESS, read_table, table_locations, write_table
 from surveillance.models.features import HISTORY_TICKS
-from surveillance.models.scoring import MODEL_RULE, ChampionModel
+from surveillance.models.scoring import MODEL_RULE, ChampionModel, LoadedModel
 from surveillance.pipeline.layers import derive_alerts, route_quotes, silver_row_checks
 from surveillance.pipeline.profile import BatchProfile
 from surveillance.sinks.kafka_alerts import AlertPublisher
@@ -209,7 +209,10 @@ class AlertBatchWriter:
             rows.unpersist()
         self._record(batch_id, started_at, counts, per_rule, model, profile)
 
-    def _detect(self, rows: DataFrame, model, batch_id: int, profile: BatchProfile) -> dict[str, int]:
+    def _detect(
+        self, rows: DataFrame, model: LoadedModel | None, batch_id: int, profile: BatchProfile
+    ) -> dict[str, int]:
+        """Rules and model on the batch's context; alerts sent, then appended: {rule: alerts}."""
         alerts = derive_alerts(rows, self.settings, model, self.quality_on).persist()
         try:
             with profile.step("rules_and_model"):
@@ -228,7 +231,16 @@ class AlertBatchWriter:
         finally:
             alerts.unpersist()
 
-    def _record(self, batch_id, started_at, counts, per_rule, model, profile) -> None:
+    def _record(
+        self,
+        batch_id: int,
+        started_at: dt.datetime,
+        counts: Row,
+        per_rule: dict[str, int],
+        model: LoadedModel | None,
+        profile: BatchProfile,
+    ) -> None:
+        """Buffer the batch's progress row; a background append every ``detection.progress_interval``."""
         row = {
             "stream_id": self.stream_id(),
             "batch_id": batch_id,
