@@ -49,6 +49,8 @@ from surveillance.pipeline.stream import StreamingJob, processed_offsets, read_q
 from surveillance.spark import get_spark
 
 GROWTH_ROWS = 2_000_000
+# The bench's parts, by the letters of its table; ``--only`` runs a subset (a tuning loop, not a report).
+PARTS = ("raw", "lakehouse", "latency", "peer", "cold", "growth")
 BENCH_OVERRIDES = (
     "state_dir=.state/bench",
     "lakehouse.root=.state/bench/lakehouse",
@@ -76,15 +78,15 @@ class LatencyRun:
 @dataclass
 class BenchResult:
     events: int
-    raw_read_events_per_s: float
-    lakehouse_events_per_s: float
-    lakehouse_batches: int
-    lakehouse_median_batch_s: float
-    ratio_lakehouse_to_raw: float
-    peer_events_per_s: float
-    ratio_lakehouse_to_peer: float
     latency: list[LatencyRun]
     profile: dict[str, dict[str, float]]  # query -> {step: median seconds, "spark_jobs": median}
+    raw_read_events_per_s: float | None = None
+    lakehouse_events_per_s: float | None = None
+    lakehouse_batches: int | None = None
+    lakehouse_median_batch_s: float | None = None
+    ratio_lakehouse_to_raw: float | None = None
+    peer_events_per_s: float | None = None
+    ratio_lakehouse_to_peer: float | None = None
     cold_start_s: float | None = None  # launching `surveil stream` -> its first committed batch
     cost_growth_ratio: float | None = None  # median batch over GROWTH_ROWS silver rows / over empty tables
     batch_s_empty_tables: float | None = None
@@ -349,9 +351,13 @@ def run_bench(
     env: str | None = None,
     overrides: Sequence[str] = (),
     console: Console | None = None,
+    only: Sequence[str] = PARTS,
 ) -> BenchResult:
-    """Run (a)-(d) and (g) on a fresh broker and lakehouse; print a table and write JSON."""
+    """Run (a)-(g) (or the ``only`` parts) on a fresh broker and lakehouse; print a table, write JSON."""
     console = console or Console(stderr=True)
+    unknown = sorted(set(only) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown bench parts {unknown}: choose among {', '.join(PARTS)}")
     settings = local_run_settings(env, BENCH_OVERRIDES, overrides)
     broker = LocalBroker(settings)
     broker.down()
@@ -366,41 +372,54 @@ def run_bench(
         with tempfile.TemporaryDirectory() as tmp:
             symbols = 20
             minutes = max(1, events // (symbols * 30))
-            console.print(f"preloading ~{events:,} quotes into {settings.kafka.topics.quotes}...")
-            generated = generate_quotes(symbols=symbols, minutes=minutes, seed=5, inject_anomalies=True)
-            loaded = replay_file(
-                write_jsonl(generated, Path(tmp) / "bench.jsonl"), settings.kafka, progress=True
-            )
-            console.print("(a) raw Kafka read into noop...")
-            raw = measure_raw_read(
-                _bench_settings(settings, "bench_raw").with_overrides("stream.max_offsets_per_trigger=null")
-            )
-            console.print("(d) the seeds' design (kafka-python loop)...")
-            peer = measure_peer(settings, min(loaded.sent, 200_000))
+            preloaded = 0
+            if {"raw", "peer", "lakehouse", "cold"} & set(only):
+                console.print(f"preloading ~{events:,} quotes into {settings.kafka.topics.quotes}...")
+                generated = generate_quotes(symbols=symbols, minutes=minutes, seed=5, inject_anomalies=True)
+                preloaded = replay_file(
+                    write_jsonl(generated, Path(tmp) / "bench.jsonl"), settings.kafka, progress=True
+                ).sent
+            raw = peer = lake_rate = median_batch = cold_start = None
+            batches = None
+            empty_batch_s = full_batch_s = None
+            profile: dict[str, dict[str, float]] = {}
+            if "raw" in only:
+                console.print("(a) raw Kafka read into noop...")
+                raw = measure_raw_read(
+                    _bench_settings(settings, "bench_raw").with_overrides(
+                        "stream.max_offsets_per_trigger=null"
+                    )
+                )
+            if "peer" in only:
+                console.print("(d) the seeds' design (kafka-python loop)...")
+                peer = measure_peer(settings, min(preloaded, 200_000))
             model_scoring = "off"
-            if settings.models.scoring.enabled:
+            if settings.models.scoring.enabled and "latency" in only:
                 console.print("training the anomaly models (the detection query scores with the champion)...")
                 train_champion(settings, console)
                 champion = alias_version(settings)
                 model_scoring = f"{champion.tags.get('detector', '?')} v{champion.version}"
-            console.print("(b) lakehouse path...")
-            lakehouse_settings = _bench_settings(settings, "bench_lakehouse")
-            lake_rate, batches, median_batch = measure_lakehouse(lakehouse_settings)
-            profile = step_profile(lakehouse_settings)
-            console.print("(e) cold start of surveil stream...")
-            cold_settings = _bench_settings(settings, "bench_cold").with_overrides(
-                f"lakehouse.root={settings.state_dir}/lakehouse_cold"
-            )
-            cold_start = measure_cold_start(cold_settings, Path(tmp))
-            console.print(f"(f) per-batch cost over {GROWTH_ROWS:,} silver rows against empty tables...")
-            growth_settings = settings.with_overrides("kafka.topics.quotes=bench_growth_quotes")
-            ensure_topics(growth_settings.kafka)
-            growth = generate_quotes(symbols=20, minutes=100, seed=6, inject_anomalies=True)
-            replay_file(
-                write_jsonl(growth, Path(tmp) / "growth.jsonl"), growth_settings.kafka, progress=False
-            )
-            empty_batch_s, full_batch_s = measure_cost_growth(growth_settings, GROWTH_ROWS)
-            for rate in latency_rates:
+            if "lakehouse" in only:
+                console.print("(b) lakehouse path...")
+                lakehouse_settings = _bench_settings(settings, "bench_lakehouse")
+                lake_rate, batches, median_batch = measure_lakehouse(lakehouse_settings)
+                profile.update(step_profile(lakehouse_settings))
+            if "cold" in only:
+                console.print("(e) cold start of surveil stream...")
+                cold_settings = _bench_settings(settings, "bench_cold").with_overrides(
+                    f"lakehouse.root={settings.state_dir}/lakehouse_cold"
+                )
+                cold_start = measure_cold_start(cold_settings, Path(tmp))
+            if "growth" in only:
+                console.print(f"(f) per-batch cost over {GROWTH_ROWS:,} silver rows against empty tables...")
+                growth_settings = settings.with_overrides("kafka.topics.quotes=bench_growth_quotes")
+                ensure_topics(growth_settings.kafka)
+                growth = generate_quotes(symbols=20, minutes=100, seed=6, inject_anomalies=True)
+                replay_file(
+                    write_jsonl(growth, Path(tmp) / "growth.jsonl"), growth_settings.kafka, progress=False
+                )
+                empty_batch_s, full_batch_s = measure_cost_growth(growth_settings, GROWTH_ROWS)
+            for rate in latency_rates if "latency" in only else ():
                 console.print(f"(c) latency at {rate:,.0f} events/s for {latency_seconds}s, both queries...")
                 latency_settings = _bench_settings(settings, f"bench_latency_{int(rate)}").with_overrides(
                     f"kafka.topics.quotes=bench_latency_quotes_{int(rate)}",
@@ -413,14 +432,14 @@ def run_bench(
     finally:
         broker.down()
     result = BenchResult(
-        events=loaded.sent,
+        events=preloaded,
         raw_read_events_per_s=raw,
         lakehouse_events_per_s=lake_rate,
         lakehouse_batches=batches,
         lakehouse_median_batch_s=median_batch,
-        ratio_lakehouse_to_raw=lake_rate / raw if raw else 0.0,
+        ratio_lakehouse_to_raw=lake_rate / raw if raw and lake_rate else None,
         peer_events_per_s=peer,
-        ratio_lakehouse_to_peer=lake_rate / peer if peer else 0.0,
+        ratio_lakehouse_to_peer=lake_rate / peer if peer and lake_rate else None,
         latency=latency,
         profile=profile,
         cold_start_s=cold_start,
@@ -440,19 +459,27 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
 
 
+def _rate_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} events/s"
+
+
+def _ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _print(result: BenchResult, settings: Settings, console: Console) -> None:
     table = Table(title=f"Benchmark ({result.events:,} events, {settings.spark.master})")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("(a) raw Kafka read -> noop", f"{result.raw_read_events_per_s:,.0f} events/s")
-    table.add_row("(b) lakehouse path", f"{result.lakehouse_events_per_s:,.0f} events/s")
+    table.add_row("(a) raw Kafka read -> noop", _rate_text(result.raw_read_events_per_s))
+    table.add_row("(b) lakehouse path", _rate_text(result.lakehouse_events_per_s))
     table.add_row(
         "    batches / median batch time",
-        f"{result.lakehouse_batches} / {result.lakehouse_median_batch_s:.2f} s",
+        f"{result.lakehouse_batches} / {_seconds(result.lakehouse_median_batch_s)}",
     )
-    table.add_row("(b)/(a)", f"{result.ratio_lakehouse_to_raw:.3f}")
-    table.add_row("(d) seeds' design (kafka-python loop)", f"{result.peer_events_per_s:,.0f} events/s")
-    table.add_row("(b)/(d)", f"{result.ratio_lakehouse_to_peer:.3f}")
+    table.add_row("(b)/(a)", _ratio_text(result.ratio_lakehouse_to_raw))
+    table.add_row("(d) seeds' design (kafka-python loop)", _rate_text(result.peer_events_per_s))
+    table.add_row("(b)/(d)", _ratio_text(result.ratio_lakehouse_to_peer))
     table.add_row("    model scoring in (c)", result.model_scoring)
     table.add_row("(e) cold start: launch -> first committed batch", _seconds(result.cold_start_s))
     table.add_row(

@@ -290,7 +290,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from surveillance.bench import run_bench
+    from surveillance.bench import PARTS, run_bench
 
     run_bench(
         events=args.events,
@@ -300,6 +300,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         env=_env(args),
         overrides=_overrides(args),
         console=console,
+        only=args.only or PARTS,
     )
     return 0
 
@@ -443,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--latency-seconds", type=int, default=120)
     bench.add_argument("--out", default="reports/bench.json")
+    bench.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="run only these parts, for tuning: raw lakehouse latency peer cold growth",
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 

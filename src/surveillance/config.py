@@ -210,6 +210,10 @@ class DetectionSettings(_Strict):
     pool_weight: int = Field(10, ge=1)
     # Progress rows of the detection query are appended to stream_progress at most this often (one commit).
     progress_interval: str = "10 seconds"
+    # Partitions of the per-symbol state (its shuffle), fixed in the checkpoint at the query's first start.
+    # Each is one task per micro-batch with a fixed cost: on a few cores, fewer is faster; a cluster with
+    # many symbols wants about its core count.
+    state_partitions: int = Field(2, ge=1)
 
     _intervals = field_validator("trigger_interval", "dedup_horizon", "progress_interval")(_check_interval)
 

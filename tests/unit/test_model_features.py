@@ -1,5 +1,6 @@
 """The one feature definition: known values on tiny inputs, and the same features from the batch path
-(a whole day at once) and the streaming path (micro-batches plus silver history, through Spark)."""
+(a whole day at once), the streaming path (micro-batches through the state operator's step) and the
+backfill's context (per symbol through Spark)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
+from surveillance.detection.context import ContextWindows, with_quote_context
+from surveillance.detection.symbol_state import (
+    StateLimits,
+    SymbolState,
+    advance_symbol,
+    new_quotes_in_context,
+)
 from surveillance.ingestion.generator import generate_quotes
 from surveillance.models.features import (
     FEATURE_COLUMNS,
@@ -19,7 +27,6 @@ from surveillance.models.features import (
     symbol_features,
     with_event_micros,
 )
-from surveillance.models.scoring import model_features
 
 START = 1_790_000_000_000_000  # microseconds since the epoch
 
@@ -100,20 +107,55 @@ def test_features_need_only_the_last_history_ticks(day: pd.DataFrame) -> None:
             assert recomputed[name] == pytest.approx(expected[name], rel=1e-12, nan_ok=True), name
 
 
-def test_streaming_features_equal_batch_features(spark: SparkSession, day: pd.DataFrame) -> None:
-    """Micro-batches through Spark (history from earlier batches, as silver gives it) equal one batch pass."""
+def _as_operator_input(quotes: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            **{name: quotes[name].to_numpy() for name in ("symbol", "event_id", "event_micros", "price")},
+            "volume": quotes["volume"].astype("int64").to_numpy(),
+            "bid": quotes["bid"].to_numpy(float),
+            "ask": quotes["ask"].to_numpy(float),
+            "dq_warnings": [[] for _ in range(len(quotes))],
+            "kafka_partition": 0,
+            "kafka_offset": np.arange(len(quotes)),
+            "kafka_micros": quotes["event_micros"].to_numpy(),
+        }
+    )
+
+
+def _assert_features_equal(stream: pd.DataFrame, batch: pd.DataFrame) -> None:
+    assert len(stream) == len(batch)
+    np.testing.assert_array_equal(stream.scorable.to_numpy(bool), batch.scorable.to_numpy(bool))
+    for name in FEATURE_COLUMNS:
+        np.testing.assert_allclose(
+            stream[name].astype(float), batch[name], rtol=1e-12, atol=0, equal_nan=True, err_msg=name
+        )
+
+
+def test_streaming_features_equal_batch_features(day: pd.DataFrame) -> None:
+    """Micro-batches through the detection query's state step (each symbol's tail kept in its state, which
+    goes through the state store's encoding between batches) equal one batch pass over the day."""
     batch = quote_features(day).set_index("event_id")
     ordered = day.sort_values("event_micros", kind="mergesort", ignore_index=True)
     cuts = [0, 400, 401, 1500, len(ordered)]  # a one-quote batch among them
+    limits = StateLimits(HISTORY_TICKS, 600_000_000, 3_600_000_000, 10_000)
+    windows = ContextWindows(zscore_window=20, volume_window=20, model_features=True)
+    states: dict[str, SymbolState] = {}
     streamed = []
     for lo, hi in itertools.pairwise(cuts):
-        context = ordered.iloc[:hi].assign(is_new=[i >= lo for i in range(hi)])
-        frame = spark.createDataFrame(context.drop(columns="event_micros"))
-        streamed.append(model_features(frame).toPandas())
-    stream = pd.concat(streamed).set_index("event_id").loc[batch.index]
-    assert len(stream) == len(batch)
-    np.testing.assert_array_equal(stream.scorable.to_numpy(), batch.scorable.to_numpy())
-    for name in FEATURE_COLUMNS:
-        np.testing.assert_allclose(
-            stream[name], batch[name], rtol=1e-12, atol=0, equal_nan=True, err_msg=name
-        )
+        for symbol, rows in _as_operator_input(ordered.iloc[lo:hi]).groupby("symbol"):
+            state = states.get(symbol, SymbolState.empty())
+            context, after = advance_symbol(state, rows.reset_index(drop=True), limits)
+            states[symbol] = SymbolState.from_row(after.to_row())
+            streamed.append(new_quotes_in_context(context, windows))
+    _assert_features_equal(pd.concat(streamed).set_index("event_id").loc[batch.index], batch)
+
+
+def test_backfill_context_features_equal_batch_features(spark: SparkSession, day: pd.DataFrame) -> None:
+    """The backfill's form (per symbol through Spark, history rows not new) gives the same features."""
+    batch = quote_features(day).set_index("event_id")
+    quotes = day[["symbol", "event_id", "event_time", "price", "volume", "bid", "ask"]].assign(
+        is_new=np.arange(len(day)) % 2 == 0
+    )
+    windows = ContextWindows(zscore_window=20, volume_window=20, model_features=True)
+    context = with_quote_context(spark.createDataFrame(quotes), windows).toPandas().set_index("event_id")
+    _assert_features_equal(context.loc[batch.index], batch)

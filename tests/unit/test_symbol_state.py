@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from surveillance.detection.context import ContextWindows
 from surveillance.detection.symbol_state import (
     CONTEXT_SCHEMA,
+    ENRICHED_SCHEMA,
     StateLimits,
     SymbolState,
+    accepted_rows,
     advance_symbol,
+    new_quotes_in_context,
 )
 
 LIMITS = StateLimits(
@@ -90,3 +95,31 @@ def test_a_batch_of_only_resent_ids_changes_nothing() -> None:
     _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1)), LIMITS)
     context, after = advance_symbol(state, _rows(("a", 1), first_offset=1), LIMITS)
     assert context.empty and after is state
+
+
+def test_a_batch_of_only_re_sent_quotes_emits_nothing_and_keeps_the_state() -> None:
+    windows = ContextWindows(zscore_window=3, volume_window=3, model_features=True)
+    _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1), ("b", 2)), LIMITS)
+    context, after = advance_symbol(state, _rows(("a", 1), ("b", 2), first_offset=2), LIMITS)
+    assert after is state
+    assert new_quotes_in_context(context, windows).empty
+
+
+def test_new_quotes_carry_their_context_from_the_tail() -> None:
+    windows = ContextWindows(zscore_window=3, volume_window=3, model_features=True)
+    _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1), ("b", 2)), LIMITS)
+    context, _ = advance_symbol(_round_trip(state), _rows(("c", 3), first_offset=2), LIMITS)
+    enriched = new_quotes_in_context(context, windows)
+    assert list(enriched.columns) == ENRICHED_SCHEMA.fieldNames()
+    (row,) = enriched.itertuples()
+    assert row.event_id == "c" and row.prev_event_id == "b"
+    assert row.prev_price == 101.0 and row.ret == pytest.approx(100.0 / 101.0 - 1)
+    assert row.ret_n == 1 and row.volume_n == 2 and row.volume_mean == 10.0
+    assert row.prev_dq_warnings == []
+
+
+def test_the_operator_keeps_only_what_silver_accepts() -> None:
+    records = _rows(("a", 1), ("b", 2)).assign(accepted=[True, False])
+    records.loc[1, "event_micros"] = None  # a rejected record may lack any field
+    kept = accepted_rows(records)
+    assert list(kept.event_id) == ["a"] and kept.event_micros.dtype == np.int64

@@ -1,8 +1,9 @@
 """Windowed detection rules over silver quotes: price jump, rolling return z-score, volume spike.
 
-Every rule reads a symbol's quotes in event-time order (ties broken by event_id). The caller passes the
-quotes of the current micro-batch marked ``is_new`` together with the symbol's recent history from silver,
-so a rule's state (the previous price, the rolling window) carries across micro-batches and restarts.
+Every rule reads a symbol's quotes in event-time order (ties broken by event_id), through the quote's
+context (:mod:`surveillance.detection.context`: the previous price, the rolling windows), so each rule
+itself is a filter on one row. The stream's state operator attaches that context from the symbol's tail in
+the state store; a backfill computes it over silver history plus the recomputed quotes (``is_new``).
 
 Data quality feeds detection: a return-based alert (price jump, return z-score) on a quote that broke one
 of the ``unreliable_when`` warn expectations (crossed, extreme spread, stale), or measured from a previous
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from surveillance.config import RuleSettings, SeveritySettings
+from surveillance.detection.context import ContextWindows, with_quote_context
 from surveillance.lakehouse import ALERTS
 
 PRICE_JUMP = "price_jump"
@@ -26,30 +28,18 @@ RETURN_ZSCORE = "return_zscore"
 VOLUME_SPIKE = "volume_spike"
 
 
+def rule_windows(rules: RuleSettings, model_features: bool = False) -> ContextWindows:
+    """The context windows the rules read (and the model's features, when a model scores)."""
+    return ContextWindows(rules.zscore.window, rules.volume_spike.window, model_features)
+
+
 def with_rule_features(quotes: DataFrame, zscore_window: int, volume_window: int) -> DataFrame:
-    """Add previous price, return, and trailing return/volume statistics per symbol (current row excluded)."""
-    ordered = Window.partitionBy("symbol").orderBy("event_time", "event_id")
-    if "dq_warnings" not in quotes.columns:
-        quotes = quotes.withColumn("dq_warnings", F.array().cast("array<string>"))
-    trailing_returns = ordered.rowsBetween(-zscore_window, -1)
-    trailing_volumes = ordered.rowsBetween(-volume_window, -1)
-    with_previous = quotes.withColumns(
-        {
-            "prev_price": F.lag("price").over(ordered),
-            "prev_event_id": F.lag("event_id").over(ordered),
-            "prev_event_time": F.lag("event_time").over(ordered),
-            "prev_dq_warnings": F.lag("dq_warnings").over(ordered),
-        }
-    ).withColumn("ret", (F.col("price") - F.col("prev_price")) / F.col("prev_price"))
-    return with_previous.withColumns(
-        {
-            "ret_mean": F.avg("ret").over(trailing_returns),
-            "ret_std": F.stddev_samp("ret").over(trailing_returns),
-            "ret_n": F.count("ret").over(trailing_returns),
-            "volume_mean": F.avg("volume").over(trailing_volumes),
-            "volume_n": F.count("volume").over(trailing_volumes),
-        }
-    )
+    """Add previous price, return, and trailing return/volume statistics per symbol (current row excluded).
+
+    The batch form of the context the stream's state operator attaches (see
+    :mod:`surveillance.detection.context`).
+    """
+    return with_quote_context(quotes, ContextWindows(zscore_window, volume_window, model_features=False))
 
 
 def severity(score: Column, threshold: Column, levels: SeveritySettings) -> Column:
@@ -191,7 +181,13 @@ def detect_alerts(quotes: DataFrame, rules: RuleSettings, unreliable_when: Seque
     ``unreliable_when``: warn expectations (names in ``dq_warnings``) that lower a return-based alert's
     confidence.
     """
-    features = with_rule_features(quotes, rules.zscore.window, rules.volume_spike.window)
+    return alerts_in_context(with_quote_context(quotes, rule_windows(rules)), rules, unreliable_when)
+
+
+def alerts_in_context(
+    features: DataFrame, rules: RuleSettings, unreliable_when: Sequence[str] = ()
+) -> DataFrame:
+    """All enabled rules' alerts for the ``is_new`` rows of quotes that carry their context: row filters."""
     levels = rules.severity
     found: list[DataFrame] = []
     if rules.price_jump.enabled:
@@ -205,7 +201,7 @@ def detect_alerts(quotes: DataFrame, rules: RuleSettings, unreliable_when: Seque
         spike = rules.volume_spike
         found.append(volume_spike_alerts(features, spike.ratio, spike.min_periods, spike.min_volume, levels))
     if not found:
-        return quotes.sparkSession.createDataFrame([], ALERTS.schema)
+        return features.sparkSession.createDataFrame([], ALERTS.schema)
     alerts = found[0]
     for more in found[1:]:
         alerts = alerts.unionByName(more)

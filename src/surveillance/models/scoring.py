@@ -5,8 +5,8 @@ every ``models.scoring.reload_interval``: when the alias has moved, the next mic
 version, without restarting the query. A registry that cannot be reached keeps the loaded version (and says
 so in the log): the stream never stops for it.
 
-Scoring runs on the executors: features per symbol with ``applyInPandas`` (the one feature definition, over
-the batch's new quotes plus each symbol's last ``HISTORY_TICKS`` quotes), then the model's vectorised
+Scoring runs on the executors, on quotes that already carry their features (the one feature definition,
+computed in the detection query's state operator, or per symbol in a backfill): the model's vectorised
 ``score_frame`` with ``mapInPandas``. Only flagged quotes come back to become ``rule = "model"`` alerts.
 """
 
@@ -18,77 +18,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from surveillance.config import ScoringSettings, Settings, SeveritySettings, interval_seconds
 from surveillance.detection.rules import alert_rows
-from surveillance.models.features import FEATURE_COLUMNS, HISTORY_TICKS, sort_ticks, symbol_features
+from surveillance.models.features import FEATURE_COLUMNS
 
 log = logging.getLogger(__name__)
 MODEL_RULE = "model"
-_KEY = T.StructType(
-    [
-        T.StructField("symbol", T.StringType()),
-        T.StructField("event_id", T.StringType()),
-        T.StructField("event_micros", T.LongType()),
-        T.StructField("price", T.DoubleType()),
-        T.StructField("volume", T.LongType()),
-        T.StructField("bid", T.DoubleType()),
-        T.StructField("ask", T.DoubleType()),
-        T.StructField("is_new", T.BooleanType()),
-    ]
-)
-FEATURES_SCHEMA = T.StructType(
-    [
-        *_KEY.fields,
-        *[T.StructField(name, T.DoubleType()) for name in FEATURE_COLUMNS],
-        T.StructField("scorable", T.BooleanType()),
-    ]
-)
-
-
-def _new_row_features(quotes: pd.DataFrame) -> pd.DataFrame:
-    ordered = sort_ticks(quotes)
-    is_new = ordered["is_new"].to_numpy(bool)
-    if not is_new.any():
-        return ordered.iloc[:0].assign(**{name: np.nan for name in FEATURE_COLUMNS}, scorable=False)
-    first_new = int(np.argmax(is_new))
-    # Rows before the window of the first new quote cannot change any new quote's features.
-    window = ordered.iloc[max(0, first_new - HISTORY_TICKS) :].reset_index(drop=True)
-    features = pd.concat([window, symbol_features(window)], axis=1)
-    return features[features["is_new"]]
-
-
-def model_features(context: DataFrame) -> DataFrame:
-    """Features of the new quotes (``is_new``) of ``context``, which also holds their symbols' history.
-
-    The same :func:`~surveillance.models.features.symbol_features` as training and batch jobs, applied per
-    symbol. Spark first keeps each symbol's last ``HISTORY_TICKS`` quotes before its earliest new one, so
-    Python never sees more history than the features read.
-    """
-    ticks = Window.partitionBy("symbol").orderBy("event_micros", "event_id")
-    per_symbol = Window.partitionBy("symbol")
-    slim = (
-        context.select(
-            "symbol",
-            "event_id",
-            F.unix_micros("event_time").alias("event_micros"),
-            "price",
-            "volume",
-            "bid",
-            "ask",
-            "is_new",
-        )
-        .withColumn("_tick", F.row_number().over(ticks))
-        .withColumn("_first_new", F.min(F.when(F.col("is_new"), F.col("_tick"))).over(per_symbol))
-        .where(F.col("_first_new").isNotNull() & (F.col("_tick") >= F.col("_first_new") - HISTORY_TICKS))
-        .drop("_tick", "_first_new")
-    )
-    return slim.groupBy("symbol").applyInPandas(_new_row_features, FEATURES_SCHEMA)
 
 
 def output_schema(top_k: int) -> T.StructType:
@@ -108,17 +48,32 @@ def output_schema(top_k: int) -> T.StructType:
     return T.StructType(fields)
 
 
-def score_features(features: DataFrame, model: Any, top_k: int, only_flagged: bool = True) -> DataFrame:
+def score_features(
+    features: DataFrame,
+    model: Any,
+    top_k: int,
+    only_flagged: bool = True,
+    keep: Sequence[str] = (),
+) -> DataFrame:
     """The model's scores of scorable feature rows (by default only the flagged ones), vectorised per
-    Arrow batch on the executors; ``model`` is an :class:`~surveillance.models.pyfunc.AnomalyModel`."""
+    Arrow batch on the executors; ``model`` is an :class:`~surveillance.models.pyfunc.AnomalyModel`.
+
+    Each scored row carries ``symbol``, ``event_id`` and the ``keep`` columns of its quote, so alerts need
+    no join back to the quotes.
+    """
+    carried = ["symbol", "event_id", *[name for name in keep if name not in ("symbol", "event_id")]]
+    carried_fields = [features.schema[name] for name in carried]
+    score_fields = output_schema(top_k).fields[2:]
+    schema = T.StructType([*carried_fields, *score_fields])
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            keys = batch[["symbol", "event_id"]].reset_index(drop=True)
-            scored = pd.concat([keys, model.score_frame(batch).reset_index(drop=True)], axis=1)
+            kept = batch[carried].reset_index(drop=True)
+            scored = pd.concat([kept, model.score_frame(batch).reset_index(drop=True)], axis=1)
             yield scored[scored["is_anomaly"]] if only_flagged else scored
 
-    return features.where("scorable").mapInPandas(score, output_schema(top_k))
+    needed = list(dict.fromkeys([*carried, *FEATURE_COLUMNS]))
+    return features.where("scorable").select(*needed).mapInPandas(score, schema)
 
 
 @dataclass(frozen=True)
@@ -190,14 +145,19 @@ def model_alerts(
 ) -> DataFrame:
     """``rule = "model"`` alerts for the new quotes of ``context`` the model flags, in the alerts schema.
 
+    ``context`` carries each quote's model features (:mod:`surveillance.detection.context`).
+
     Evidence: the model's name, version and detector, and the top contributing features with how far each
     lies from its training median (robust z). Confidence is "low" when the quote broke one of
     ``unreliable_when``, as for the rules. Severity comes from the score's rarity among normal training
     quotes (``scoring.high_rarity``, ``scoring.medium_rarity``), comparable across detectors.
     """
     top_k = scoring.top_features
-    flagged = score_features(model_features(context), loaded.model, top_k)
-    candidates = context.where("is_new").join(F.broadcast(flagged), ["symbol", "event_id"])
+    carried = [
+        "event_time", "price", "volume", "bid", "ask", "dq_warnings", "kafka_partition", "kafka_offset",
+        "kafka_timestamp", "stream_id", "batch_id",
+    ]  # fmt: skip
+    candidates = score_features(context.where("is_new"), loaded.model, top_k, keep=carried)
     top = F.filter(
         F.array(
             *[

@@ -15,7 +15,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from surveillance.config import ConfigError, Settings
-from surveillance.detection.rules import detect_alerts
+from surveillance.detection.context import with_quote_context
+from surveillance.detection.rules import alerts_in_context, rule_windows
 from surveillance.lakehouse import SILVER
 from surveillance.models.scoring import LoadedModel, model_alerts
 from surveillance.quality.columns import (
@@ -171,10 +172,22 @@ def rule_context(history: DataFrame, new_quotes: DataFrame) -> DataFrame:
 def derive_alerts(
     context: DataFrame, settings: Settings, model: LoadedModel | None, quality_on: bool
 ) -> DataFrame:
-    """Every rule's alerts for the new quotes of ``context``, and the champion model's when one is loaded."""
+    """Every rule's alerts for the new quotes of ``context``, and the champion model's when one is loaded.
+
+    ``context``: silver history and new quotes (see :func:`rule_context`); each quote's per-symbol context
+    is computed here, as the stream's state operator computes it from its tail.
+    """
+    windows = rule_windows(settings.rules, model_features=model is not None)
+    return alerts_from_context(with_quote_context(context, windows), settings, model, quality_on)
+
+
+def alerts_from_context(
+    quotes: DataFrame, settings: Settings, model: LoadedModel | None, quality_on: bool
+) -> DataFrame:
+    """The detectors on quotes that carry their context: the rules' and the model's alerts (row-level)."""
     unreliable = settings.quality.price_jump_unreliable_when if quality_on else ()
-    alerts = detect_alerts(context, settings.rules, unreliable)
+    alerts = alerts_in_context(quotes, settings.rules, unreliable)
     if model is not None:
         scoring, levels = settings.models.scoring, settings.rules.severity
-        alerts = alerts.unionByName(model_alerts(context, model, scoring, levels, unreliable))
+        alerts = alerts.unionByName(model_alerts(quotes, model, scoring, levels, unreliable))
     return alerts

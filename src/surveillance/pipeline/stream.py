@@ -189,13 +189,23 @@ class QuoteBatchWriter:
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         started_at = utc_now()
         profile = BatchProfile(self.spark, self.settings.stream.query_name, batch_id, LAKEHOUSE_POOL)
-        bronze = to_bronze(records, self.stream_id(), batch_id, ingested_at=started_at)
         # Parsed and routed once, and cached: every write below starts from these rows, not from Kafka.
-        routed = route_quotes(parse_quotes(bronze), self.row_checks, self._evolved_fields()).persist()
+        # The batch's identity is stamped on after the cache: a value that changes every batch inside
+        # the parse would make Spark generate and compile that large stage's code anew each batch.
+        placeholder = to_bronze(records, self.stream_id(), -1, ingested_at=F.lit(None).cast("timestamp"))
+        parsed = route_quotes(parse_quotes(placeholder), self.row_checks, self._evolved_fields()).persist()
+        ingested = F.lit(started_at).cast("timestamp")
+        routed = parsed.withColumns(
+            {
+                "ingested_at": ingested,
+                "ingest_date": F.to_date(ingested),
+                "batch_id": F.lit(batch_id).cast("long"),
+            }
+        )
         try:
             self._process(routed, batch_id, started_at, profile)
         finally:
-            routed.unpersist()
+            parsed.unpersist()
         self._first_batch = False
 
     def _process(

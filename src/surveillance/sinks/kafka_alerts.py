@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from surveillance.config import KafkaSettings
+from surveillance.lakehouse import ALERTS
 
 
-def alerts_to_kafka_records(alerts: DataFrame) -> DataFrame:
-    """Alert rows -> Kafka records: key = symbol (per-symbol order), value = the alert as JSON."""
-    body = F.struct(*[F.col(name) for name in alerts.columns if name not in ("stream_id", "batch_id")])
-    headers = F.array(
-        F.struct(F.lit("alert_id").alias("key"), F.col("alert_id").cast("binary").alias("value"))
+def kafka_record_columns(alerts: DataFrame) -> tuple[Column, Column]:
+    """(key, value) of an alert's Kafka record: key = symbol (per-symbol order), value = the alert as JSON."""
+    body = F.struct(
+        *[F.col(name) for name in ALERTS.schema.fieldNames() if name not in ("stream_id", "batch_id")]
     )
-    return alerts.select(
-        F.col("symbol").alias("key"), F.to_json(body).alias("value"), headers.alias("headers")
-    )
-
-
-def publish_alerts(alerts: DataFrame, kafka: KafkaSettings) -> None:
-    """Send alert rows to ``kafka.topics.alerts`` with Spark's Kafka batch writer."""
-    (
-        alerts_to_kafka_records(alerts)
-        .write.format("kafka")
-        .options(**kafka.spark_options())
-        .option("topic", kafka.topics.alerts)
-        .option("includeHeaders", "true")
-        .save()
-    )
+    return F.col("symbol"), F.to_json(body)
 
 
 class AlertPublisher:
@@ -44,17 +30,13 @@ class AlertPublisher:
         self.topic = kafka.topics.alerts
         self.producer = KafkaProducer(acks="all", linger_ms=0, retries=5, **kafka.client_options())
 
-    def publish(self, alerts: DataFrame) -> int:
-        """Send every alert of ``alerts``; block until the broker has them all. How many were sent."""
-        records = alerts_to_kafka_records(alerts).collect()
+    def send(self, records: list[tuple[str, str, str]]) -> int:
+        """Send (key, JSON value, alert_id) records; block until the broker has them all. How many."""
         futures = [
             self.producer.send(
-                self.topic,
-                key=row["key"].encode(),
-                value=row["value"].encode(),
-                headers=[(h["key"], bytes(h["value"])) for h in row["headers"]],
+                self.topic, key=key.encode(), value=value.encode(), headers=[("alert_id", alert_id.encode())]
             )
-            for row in records
+            for key, value, alert_id in records
         ]
         self.producer.flush()
         for future in futures:
