@@ -3,12 +3,13 @@
 Its own read of the quotes topic and its own checkpoint, beside the lakehouse query, so an alert never
 waits for a Delta commit, a validation run or a bar. Per micro-batch:
 
-1. parse the records and judge them with the silver suite's row predicates (as the lakehouse does); only
-   quotes silver will accept go on;
+1. parse the records and judge them with the silver suite's row predicates (as the lakehouse does), as a
+   projection: every record reaches the state operator with silver's verdict, which keeps the accepted;
 2. ``applyInPandasWithState`` per symbol (:mod:`surveillance.detection.symbol_state`): re-sent ids dropped,
-   late and out-of-order flagged per symbol, each symbol's tail of earlier quotes attached;
-3. in ``foreachBatch``: the rules and the champion model on that context (the same
-   :func:`~surveillance.pipeline.layers.derive_alerts` a backfill runs on silver), then the alerts are sent
+   late and out-of-order flagged per symbol, and each new quote's context attached from its symbol's tail
+   (:func:`~surveillance.detection.context.tick_context`, the function a backfill applies to silver);
+3. in ``foreachBatch``: the rules and the champion model, row-level on that context (the same
+   :func:`~surveillance.pipeline.layers.alerts_from_context` a backfill runs), then the alerts are sent
    to the alerts topic and appended to the ``alerts`` table.
 
 The state store holds everything a batch needs from earlier ones: no table is read inside a micro-batch.
