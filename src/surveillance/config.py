@@ -188,8 +188,15 @@ class StreamSettings(_Strict):
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     fail_on_data_loss: bool = True
     watermark: str = "10 minutes"
+    # A re-sent event_id is dropped (silver) and raises no second alert (detection) if it comes back
+    # within this much event time of its symbol's latest quote, and within the symbol's last
+    # `dedup_max_ids` accepted quotes: what the per-symbol state remembers.
+    dedup_horizon: str = "2 hours"
+    dedup_max_ids: int = Field(50000, ge=1)
+    # Partitions of the lakehouse query's per-symbol state, fixed in the checkpoint at its first start.
+    state_partitions: int = Field(2, ge=1)
 
-    _intervals = field_validator("trigger_interval", "watermark")(_check_interval)
+    _intervals = field_validator("trigger_interval", "watermark", "dedup_horizon")(_check_interval)
 
 
 class DetectionSettings(_Strict):
@@ -202,10 +209,6 @@ class DetectionSettings(_Strict):
     # "0 seconds": the next micro-batch starts as soon as the previous one ends.
     trigger_interval: str = "0 seconds"
     max_offsets_per_trigger: int | None = Field(20000, ge=1)
-    # A re-sent event_id raises no second alert if it comes back within this much event time of its
-    # symbol's latest quote, and within the symbol's last `dedup_max_ids` accepted quotes.
-    dedup_horizon: str = "2 hours"
-    dedup_max_ids: int = Field(50000, ge=1)
     # Spark's FAIR scheduler weight of the detection query's pool against the lakehouse query's (1).
     pool_weight: int = Field(10, ge=1)
     # Progress rows of the detection query are appended to stream_progress at most this often (one commit).
@@ -215,7 +218,7 @@ class DetectionSettings(_Strict):
     # many symbols wants about its core count.
     state_partitions: int = Field(2, ge=1)
 
-    _intervals = field_validator("trigger_interval", "dedup_horizon", "progress_interval")(_check_interval)
+    _intervals = field_validator("trigger_interval", "progress_interval")(_check_interval)
 
 
 class PriceJumpRule(_Strict):

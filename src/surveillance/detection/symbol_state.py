@@ -37,6 +37,7 @@ from surveillance.detection.context import (
     sort_symbol_ticks,
     tick_context,
 )
+from surveillance.transforms.arrivals import ArrivalLimits, SeenQuotes, arrive
 
 # The quote columns the operator receives (and returns, with the flags), one row per Kafka record.
 INPUT_SCHEMA = T.StructType(
@@ -102,6 +103,10 @@ class StateLimits:
     dedup_horizon_micros: int  # event_ids remembered this far behind the high-water mark...
     dedup_max_ids: int  # ...and at most this many per symbol
 
+    @property
+    def arrival(self) -> ArrivalLimits:
+        return ArrivalLimits(self.late_after_micros, self.dedup_horizon_micros, self.dedup_max_ids)
+
 
 @dataclass
 class SymbolState:
@@ -147,49 +152,24 @@ def _dtype(name: str) -> str:
     return {"event_id": "object", "event_micros": "int64", "volume": "int64"}.get(name, "float64")
 
 
-def event_id_hashes(event_ids: pd.Series) -> np.ndarray:
-    """Stable 64-bit hashes of event_ids (the same in every process: pandas' fixed-key SipHash)."""
-    return pd.util.hash_array(event_ids.to_numpy(dtype=object)).view(np.int64)
-
-
 def advance_symbol(
     state: SymbolState, rows: pd.DataFrame, limits: StateLimits
 ) -> tuple[pd.DataFrame, SymbolState]:
     """One micro-batch of one symbol: (its context rows, the state after it). Pure: no I/O, no Spark."""
-    arrived = rows.sort_values(["kafka_micros", "kafka_partition", "kafka_offset"], kind="mergesort")
-    # The first arrival of each event_id wins (as in silver); ids accepted before are re-sends.
-    first = arrived.drop_duplicates("event_id", keep="first")
-    hashes = event_id_hashes(first["event_id"])
-    fresh_mask = ~np.isin(hashes, state.seen_hashes)
-    fresh = first[fresh_mask].reset_index(drop=True)
-    hashes = hashes[fresh_mask]
+    seen = SeenQuotes(state.seen_hashes, state.seen_micros, state.max_event_micros)
+    fresh, after_seen = arrive(seen, rows, limits.arrival)
+    fresh = fresh.reset_index(drop=True)
     if fresh.empty:
         return _context(state.tail.iloc[:0], fresh, rows.iloc[:0]), state
-    micros = fresh["event_micros"].to_numpy(np.int64)
-    before = state.max_event_micros
-    frontier = np.maximum.accumulate(micros)
-    earlier = np.concatenate([[np.iinfo(np.int64).min], frontier[:-1]])
-    if before is not None:
-        earlier = np.maximum(earlier, before)
-    fresh["is_out_of_order"] = micros < earlier
-    fresh["is_late"] = (micros < before - limits.late_after_micros) if before is not None else False
     fresh["is_new"] = True
     tail = state.tail.assign(is_new=False)
     merged = pd.concat([tail, fresh[[*_TAIL, "dq_warnings", "is_new"]]], ignore_index=True)
     merged = merged.sort_values(["event_micros", "event_id"], kind="mergesort", ignore_index=True)
-    high_water = int(micros.max()) if before is None else max(before, int(micros.max()))
-    seen_hashes = np.concatenate([state.seen_hashes, hashes])
-    seen_micros = np.concatenate([state.seen_micros, micros])
-    keep = seen_micros >= high_water - limits.dedup_horizon_micros
-    seen_hashes, seen_micros = (
-        seen_hashes[keep][-limits.dedup_max_ids :],
-        seen_micros[keep][-limits.dedup_max_ids :],
-    )
     after = SymbolState(
         merged[[*_TAIL, "dq_warnings"]].iloc[-limits.tail_ticks :].reset_index(drop=True),
-        seen_hashes,
-        seen_micros,
-        high_water,
+        after_seen.hashes,
+        after_seen.micros,
+        after_seen.high_water,
     )
     return _context(state.tail, fresh, rows), after
 

@@ -64,12 +64,12 @@ def _crash_point(step: str, batch_id: int) -> None:
 
 def state_limits(settings: Settings) -> StateLimits:
     """How much each symbol's state keeps (see :mod:`surveillance.detection.symbol_state`)."""
-    rules, detection = settings.rules, settings.detection
+    rules = settings.rules
     return StateLimits(
         tail_ticks=max(HISTORY_TICKS, rules.zscore.window + 1, rules.volume_spike.window + 1),
         late_after_micros=interval_seconds(settings.stream.watermark) * 1_000_000,
-        dedup_horizon_micros=interval_seconds(detection.dedup_horizon) * 1_000_000,
-        dedup_max_ids=detection.dedup_max_ids,
+        dedup_horizon_micros=interval_seconds(settings.stream.dedup_horizon) * 1_000_000,
+        dedup_max_ids=settings.stream.dedup_max_ids,
     )
 
 

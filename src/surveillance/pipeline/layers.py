@@ -69,6 +69,13 @@ def suite_validators(settings: Settings) -> tuple[SuiteValidator | None, SuiteVa
     }
     check_quality_config(quality, columns)
     checks = {check.name: check for check in silver_row_checks(settings)}
+    for check in checks.values():
+        if check.needs_window and check.severity == "error":
+            raise ConfigError(
+                f"quality.suites.silver_quotes.{check.name}: it compares rows of a micro-batch with each "
+                "other, which the stream can only do after the per-symbol state has taken each quote: "
+                "give it severity warn (re-sent event_ids are dropped from silver by the state either way)"
+            )
     for name in quality.price_jump_unreliable_when:
         if name in checks and checks[name].needs_window:
             raise ConfigError(
@@ -131,6 +138,27 @@ def route_quotes(
             "reject_reason": F.coalesce("reject_reason", expectation_reason(errors)),
         }
     ).select(*checked.columns, "dq_errors", "dq_warnings")
+
+
+def with_batch_outcomes(routed: DataFrame, checks: Sequence[RowCheck]) -> DataFrame:
+    """Routed records + the warnings of the expectations that compare rows of the micro-batch with each
+    other (uniqueness), which a streaming plan cannot evaluate before its state step; ``dq_warnings``
+    stays in suite order. Such expectations are warn only (see :func:`suite_validators`)."""
+    batch_level = {check.name: check.breaks for check in checks if check.needs_window}
+    if not batch_level:
+        return routed
+    view = with_quote_quality_columns(with_silver_fields(routed))
+    contract_valid = F.col("reject_reason").isNull() | (F.size("dq_errors") > 0)
+    warned = [
+        F.when(
+            F.array_contains("dq_warnings", check.name)
+            | (contract_valid & batch_level.get(check.name, F.lit(False))),
+            F.lit(check.name),
+        )
+        for check in checks
+        if check.severity == "warn"
+    ]
+    return view.withColumn("dq_warnings", F.array_compact(F.array(*warned))).select(*routed.columns)
 
 
 def suite_frame(checked: DataFrame, extra_fields: Mapping[str, str] | None = None) -> DataFrame:

@@ -20,37 +20,43 @@ import ast
 import datetime as dt
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupStateTimeout
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
 from surveillance.pipeline.detection import AlertBatchWriter, start_detection
 from surveillance.pipeline.layers import (
-    new_silver_quotes,
     route_quotes,
     silver_extra_fields,
     silver_row_checks,
     suite_frame,
     suite_validators,
+    with_batch_outcomes,
 )
 from surveillance.pipeline.profile import BatchProfile
 from surveillance.quality.columns import with_quote_totals
 from surveillance.quality.results import dq_result_rows, dq_results_frame, drift_row
 from surveillance.quality.validation import SuiteRun
 from surveillance.sinks.delta import append_batch, upsert_bars
+from surveillance.transforms.arrivals import ArrivalLimits
 from surveillance.transforms.bronze import to_bronze
-from surveillance.transforms.gold import bar_keys, one_minute_bars
-from surveillance.transforms.silver import (
-    batch_state,
-    parse_quotes,
-    to_quarantine,
+from surveillance.transforms.gold import on_time, stream_bars
+from surveillance.transforms.silver import parse_quotes, to_quarantine, to_silver
+from surveillance.transforms.silver_state import (
+    OUTPUT_SCHEMA,
+    STATE_SCHEMA,
+    routed_records,
+    silver_state_function,
+    state_input,
+    touched_bars,
 )
 
 # Test hook: SURVEIL_CRASH_AT="<step>:<batch_id>" kills the process (no clean-up, like a power cut) right
@@ -125,6 +131,23 @@ def batch_stats(routed: DataFrame) -> BatchStats:
     )
 
 
+def new_quote_counts(routed: DataFrame) -> list[Row]:
+    """Per symbol, the batch's new silver quotes: how many, late, out of order, warned, and the latest
+    event time (microseconds); one Spark job, one row per symbol."""
+    return (
+        routed.where("is_new")
+        .groupBy(F.col("_raw_symbol").alias("symbol"))
+        .agg(
+            F.count("*").alias("rows"),
+            F.count_if("is_late").alias("late"),
+            F.count_if("is_out_of_order").alias("out_of_order"),
+            F.count_if(F.size("dq_warnings") > 0).alias("warned"),
+            F.unix_micros(F.max("_event_time")).alias("max_micros"),
+        )
+        .collect()
+    )
+
+
 class QuoteBatchWriter:
     """The foreachBatch body: ``(batch_df, batch_id) -> None``."""
 
@@ -186,95 +209,63 @@ class QuoteBatchWriter:
         per_symbol = {entry[0]: utc_from_micros(entry[1]) for entry in row["symbols"] or []}
         return HighWater(utc_from_micros(row["max_micros"]), per_symbol)
 
-    def __call__(self, records: DataFrame, batch_id: int) -> None:
+    def __call__(self, rows: DataFrame, batch_id: int) -> None:
         started_at = utc_now()
         profile = BatchProfile(self.spark, self.settings.stream.query_name, batch_id, LAKEHOUSE_POOL)
-        # Parsed and routed once, and cached: every write below starts from these rows, not from Kafka.
-        # The batch's identity is stamped on after the cache: a value that changes every batch inside
-        # the parse would make Spark generate and compile that large stage's code anew each batch.
-        placeholder = to_bronze(records, self.stream_id(), -1, ingested_at=F.lit(None).cast("timestamp"))
-        parsed = route_quotes(parse_quotes(placeholder), self.row_checks, self._evolved_fields()).persist()
+        # The state step's output, computed once and cached: every write below starts from it. The
+        # batch's identity is stamped on after the cache: a value that changes every batch inside the
+        # parse would make Spark generate and compile that large stage's code anew each batch.
+        cached = rows.persist()
         ingested = F.lit(started_at).cast("timestamp")
-        routed = parsed.withColumns(
+        stamped = routed_records(cached).withColumns(
             {
                 "ingested_at": ingested,
                 "ingest_date": F.to_date(ingested),
+                "stream_id": F.lit(self.stream_id()),
                 "batch_id": F.lit(batch_id).cast("long"),
             }
         )
+        records = with_batch_outcomes(stamped, self.row_checks)
         try:
-            self._process(routed, batch_id, started_at, profile)
+            self._process(records, touched_bars(cached), batch_id, started_at, profile)
         finally:
-            parsed.unpersist()
+            cached.unpersist()
         self._first_batch = False
 
     def _process(
-        self, routed: DataFrame, batch_id: int, started_at: dt.datetime, profile: BatchProfile
+        self,
+        routed: DataFrame,
+        touched: DataFrame,
+        batch_id: int,
+        started_at: dt.datetime,
+        profile: BatchProfile,
     ) -> None:
-        with profile.step("parse_and_route"):
+        with profile.step("state_and_counts"):
             stats = batch_stats(routed)
+            per_symbol = new_quote_counts(routed)
         previous = self._previous_high_water(batch_id)
-        watermark = previous.max_event_time - self.watermark_delay if previous.max_event_time else None
-        state = batch_state(self.spark, self.stream_id(), batch_id, watermark, previous.per_symbol)
         extra_fields, drift = self._extra_fields(stats.message_schema)
-        # Read twice below (dedup, the bars): cache it.
-        history = self._silver_history(batch_id, stats).persist()
-        new_quotes = new_silver_quotes(
-            routed, extra_fields, history, state, self.watermark_delay.total_seconds()
-        ).persist()
-        runs: list[SuiteRun] = []
-        try:
-            with profile.step("dedup_and_flags"):
-                per_symbol = (
-                    new_quotes.groupBy("symbol")
-                    .agg(
-                        F.count("*").alias("rows"),
-                        F.count_if("is_late").alias("late"),
-                        F.count_if("is_out_of_order").alias("out_of_order"),
-                        F.count_if(F.size("dq_warnings") > 0).alias("warned"),
-                        F.unix_micros(F.max("event_time")).alias("max_micros"),
-                    )
-                    .collect()
-                )
-            new_count = sum(row["rows"] for row in per_symbol)
-            quarantine_count = stats.records_in - stats.valid_rows
-            appends = {
-                "bronze_quotes": (routed.select(*BRONZE.schema.fieldNames()), stats.records_in),
-                "quarantine_quotes": (to_quarantine(routed), quarantine_count),
-                "silver_quotes": (new_quotes, new_count),
-            }
-            # An empty append would still cost a Spark job and a Delta commit.
-            tasks = [
-                profile.in_thread(f"write_{name}", self._append, rows, name, batch_id)
-                for name, (rows, count) in appends.items()
-                if count
-            ]
-            # Gold needs no silver write first (it reads the history it already has): run it alongside.
-            if new_count:
-                tasks.append(
-                    profile.in_thread("bars", self._update_bars, history, new_quotes, stats, batch_id)
-                )
-            if self.silver_validator is not None and stats.contract_valid_rows:
-                tasks.append(profile.in_thread("validate", self._validate_silver, routed, extra_fields))
-            futures = [self._pool.submit(task) for task in tasks]
-            # Every future is waited for before anything is uncached, even when one fails.
-            errors = []
-            for future in futures:
-                try:
-                    result = future.result()
-                except Exception as exc:  # re-raised below, after the others finished
-                    errors.append(exc)
-                    continue
-                if isinstance(result, SuiteRun):
-                    runs.append(result)
-            if errors:
-                raise errors[0]
-            if extra_fields:
-                self._silver_columns = None  # the append may have added columns
-        finally:
-            # Most derived first: uncaching a frame that a cached one builds on makes Spark re-plan that one.
-            new_quotes.unpersist()
-            history.unpersist()
+        new_quotes = to_silver(routed.where("is_new"), extra_fields)
+        new_count = sum(row["rows"] for row in per_symbol)
+        quarantine_count = stats.records_in - stats.valid_rows
+        appends = {
+            "bronze_quotes": (routed.select(*BRONZE.schema.fieldNames()), stats.records_in),
+            "quarantine_quotes": (to_quarantine(routed), quarantine_count),
+            "silver_quotes": (new_quotes, new_count),
+        }
+        # An empty append would still cost a Spark job and a Delta commit.
+        tasks = [
+            profile.in_thread(f"write_{name}", self._append, rows, name, batch_id)
+            for name, (rows, count) in appends.items()
+            if count
+        ]
+        if new_count:
+            tasks.append(profile.in_thread("bars", self._update_bars, touched, new_quotes, stats, batch_id))
+        if self.silver_validator is not None and stats.contract_valid_rows:
+            tasks.append(profile.in_thread("validate", self._validate_silver, routed, extra_fields))
+        runs = self._run_all(tasks)
+        if extra_fields:
+            self._silver_columns = None  # the append may have added columns
 
         with profile.step("write_dq_results"):
             dq_rows = [*dq_result_rows(runs), drift_row(drift, stats.contract_valid_rows, started_at)]
@@ -314,6 +305,22 @@ class QuoteBatchWriter:
         self._high_water = (batch_id, high_water)
         _crash_point("progress", batch_id)
 
+    def _run_all(self, tasks: list[Callable[[], Any]]) -> list[SuiteRun]:
+        """Run the batch's writes side by side; every one is waited for, even when one fails."""
+        futures = [self._pool.submit(task) for task in tasks]
+        runs, errors = [], []
+        for future in futures:
+            try:
+                result = future.result()
+            except Exception as exc:  # re-raised below, after the others finished
+                errors.append(exc)
+                continue
+            if isinstance(result, SuiteRun):
+                runs.append(result)
+        if errors:
+            raise errors[0]
+        return runs
+
     def _validate_silver(self, routed: DataFrame, extra_fields: dict[str, str]) -> SuiteRun:
         """GX over the batch's contract-valid quotes, once: the record for dq_results (rows are routed
         by the same expectations as predicates)."""
@@ -329,7 +336,7 @@ class QuoteBatchWriter:
             self._silver_table_columns(), message_schema, self.settings.schema_settings.evolve
         )
 
-    def _evolved_fields(self) -> dict[str, str]:
+    def evolved_fields(self) -> dict[str, str]:
         """Columns silver gained from producers' fields (schema evolution): the suite may name them."""
         if not self.settings.schema_settings.evolve:
             return {}
@@ -355,50 +362,28 @@ class QuoteBatchWriter:
         )
         _crash_point(name, batch_id)
 
-    def _silver_history(self, batch_id: int, stats: BatchStats) -> DataFrame:
-        """Silver rows of other batches that this batch's dedup, rules and bars may need.
-
-        Bounded by event time: [earliest quote in the batch - rules.history_lookback, end of the minute
-        of the latest quote], with the matching date partitions, so the read does not grow with the table.
-        """
-        silver = self._table("silver_quotes")
-        if stats.min_event_time is None:
-            return silver.where(F.lit(False))
-        start = stats.min_event_time - self.lookback
-        end = _end_of_minute(stats.max_event_time)
-        return silver.where(
-            F.col("event_date").isin(dates_between(start, end))
-            & (F.col("event_time") >= F.lit(start))
-            & (F.col("event_time") < F.lit(end))
-            & ~self._this_batch(batch_id)
-        )
-
     def _update_bars(
-        self, history: DataFrame, new_quotes: DataFrame, stats: BatchStats, batch_id: int
+        self, touched: DataFrame, new_quotes: DataFrame, stats: BatchStats, batch_id: int
     ) -> SuiteRun | None:
-        """Recompute the bars of every (symbol, minute) the batch touched and MERGE them into gold.
+        """MERGE the bars the batch touched, whole (from the state step), into gold; validate them.
 
-        The minute's quotes are this batch's new ones plus those of other batches, which the history
-        already holds (it reaches to the end of the last touched minute): no second read of silver.
-        The MERGE replaces each touched bar whole, so the bars suite validates the bars as computed (what
-        gold now holds), against their quotes, without reading gold back; as a backfill does.
+        The bars suite sees each bar as gold now holds it, with ``quote_volume``/``quote_count``: what the
+        bar held before the batch plus this batch's on-time silver quotes of its minute, summed here by
+        Spark, apart from the state step's own arithmetic.
         """
-        keys = bar_keys(new_quotes)
-        core = SILVER.schema.fieldNames()
-        quotes = history.select(*core).unionByName(new_quotes.select(*core))
-        touched = quotes.join(
-            keys.hint("broadcast"),
-            (quotes.symbol == keys.symbol) & (F.date_trunc("minute", quotes.event_time) == keys.bar_start),
-            "left_semi",
-        )
-        location = self.locations["gold_bars_1m"]
-        bars = one_minute_bars(touched).persist()
+        bars = stream_bars(touched).persist()
         try:
-            upsert_bars(self.spark, location, bars, stats.event_dates)
+            upsert_bars(self.spark, self.locations["gold_bars_1m"], bars, stats.event_dates)
             _crash_point("gold", batch_id)
             if self.bars_validator is None:
                 return None
-            return self.bars_validator.validate(with_quote_totals(bars, touched))
+            before = touched.select(
+                "symbol",
+                F.timestamp_micros("minute_micros").alias("bar_start"),
+                "volume_before",
+                "count_before",
+            )
+            return self.bars_validator.validate(with_quote_totals(bars, on_time(new_quotes), before))
         finally:
             bars.unpersist()
 
@@ -512,6 +497,34 @@ class StreamingJob:
                 self.detection_writer.close()
 
 
+def lakehouse_state_step(
+    records: DataFrame, settings: Settings, evolved_fields: Mapping[str, str]
+) -> DataFrame:
+    """Kafka records -> parsed, routed, and through the per-symbol state step (dedup, arrival flags, open
+    bars; :mod:`surveillance.transforms.silver_state`): what each lakehouse micro-batch writes from."""
+    # No per-batch value in these stages (see QuoteBatchWriter.__call__).
+    bronze = to_bronze(records, "", -1, ingested_at=F.lit(None).cast("timestamp"))
+    checks = silver_row_checks(settings)
+    routed = route_quotes(parse_quotes(bronze), checks, evolved_fields, row_level_only=True)
+    stream = settings.stream
+    limits = ArrivalLimits(
+        late_after_micros=interval_seconds(stream.watermark) * 1_000_000,
+        dedup_horizon_micros=interval_seconds(stream.dedup_horizon) * 1_000_000,
+        dedup_max_ids=stream.dedup_max_ids,
+    )
+    return (
+        state_input(routed)
+        .groupBy("state_key")
+        .applyInPandasWithState(
+            silver_state_function(limits),
+            outputStructType=OUTPUT_SCHEMA,
+            stateStructType=STATE_SCHEMA,
+            outputMode="append",
+            timeoutConf=GroupStateTimeout.NoTimeout,
+        )
+    )
+
+
 def start_stream(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingJob:
     """Create the tables if needed and start both queries (``once``: process what is there, then stop).
 
@@ -523,8 +536,11 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
         records = read_quotes(spark, settings, settings.detection.max_offsets_per_trigger)
         detection, detection_writer = start_detection(spark, settings, records, once)
     writer = QuoteBatchWriter(spark, settings)
+    # The query copies the session's settings when it starts: its state gets its own partition count.
+    session_partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(settings.stream.state_partitions))
     stream = (
-        read_quotes(spark, settings)
+        lakehouse_state_step(read_quotes(spark, settings), settings, writer.evolved_fields())
         .writeStream.queryName(settings.stream.query_name)
         .option("checkpointLocation", writer.checkpoint)
         .foreachBatch(writer)
@@ -537,6 +553,7 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
     try:
         return StreamingJob(stream.start(), detection, detection_writer)
     finally:
+        spark.conf.set("spark.sql.shuffle.partitions", session_partitions)
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
 
 

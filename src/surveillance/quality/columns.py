@@ -21,12 +21,29 @@ def with_quote_quality_columns(quotes: DataFrame) -> DataFrame:
     return quotes.withColumns({"spread_bps": spread, "event_lag_seconds": lag})
 
 
-def with_quote_totals(bars: DataFrame, quotes: DataFrame) -> DataFrame:
-    """Bars + ``quote_volume`` and ``quote_count`` recomputed from the quotes of each bar's minute."""
+def with_quote_totals(bars: DataFrame, quotes: DataFrame, before: DataFrame | None = None) -> DataFrame:
+    """Bars + ``quote_volume`` and ``quote_count`` recomputed from the quotes of each bar's minute.
+
+    ``before`` (symbol, bar_start, volume_before, count_before): what each bar held before ``quotes``
+    (a stream's micro-batch adds its quotes to bars of earlier batches).
+    """
+    key = ["symbol", "bar_start"]
     totals = quotes.groupBy("symbol", F.date_trunc("minute", "event_time").alias("bar_start")).agg(
         F.sum("volume").cast("long").alias("quote_volume"), F.count("*").cast("long").alias("quote_count")
     )
-    return bars.join(totals, ["symbol", "bar_start"], "left")
+    joined = bars.join(totals, key, "left")
+    if before is None:
+        return joined
+    return (
+        joined.join(before, key, "left")
+        .withColumns(
+            {
+                "quote_volume": F.coalesce("volume_before", F.lit(0)) + F.coalesce("quote_volume", F.lit(0)),
+                "quote_count": F.coalesce("count_before", F.lit(0)) + F.coalesce("quote_count", F.lit(0)),
+            }
+        )
+        .drop("volume_before", "count_before")
+    )
 
 
 def expectation_reason(errors: Column) -> Column:

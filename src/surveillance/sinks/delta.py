@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from surveillance.lakehouse import delta_table, read_table, write_table
@@ -102,13 +102,16 @@ def replace_range(
     scope: str,
     volatile: Sequence[str] = (),
     merge_schema: bool = False,
+    approximate: Sequence[str] = (),
 ) -> RangeChange:
     """Make the table's rows within ``scope`` (a SQL predicate) exactly ``rows``, keyed by ``key``.
 
     The range is compared row by row first: when nothing differs (ignoring the ``volatile`` columns, such as
-    a write timestamp), nothing is written, so a rerun leaves the table as it was, version included.
-    Otherwise one atomic ``replaceWhere`` overwrite commits the whole range; rows that did not change keep
-    their stored values, volatile columns too. Every row of ``rows`` must lie within ``scope`` (Delta checks).
+    a write timestamp), nothing is written, so a rerun leaves the table as it was, version included;
+    ``approximate`` columns (floating-point sums whose order of terms differs) count as equal within a
+    relative 1e-12. Otherwise one atomic ``replaceWhere`` overwrite commits the whole range; rows that did
+    not change keep their stored values, volatile columns too. Every row of ``rows`` must lie within
+    ``scope`` (Delta checks).
     """
     spark = rows.sparkSession
     table = read_table(spark, location)
@@ -129,7 +132,11 @@ def replace_range(
     on = [source[f"s_{name}"] == target[f"t_{name}"] for name in key]
     joined = source.join(target, on, "full_outer")
     same = [
-        F.col(f"s_{name}").eqNullSafe(F.col(f"t_{name}")) for name in columns if name not in (*key, *volatile)
+        _close(F.col(f"s_{name}"), F.col(f"t_{name}"))
+        if name in approximate
+        else F.col(f"s_{name}").eqNullSafe(F.col(f"t_{name}"))
+        for name in columns
+        if name not in (*key, *volatile)
     ]
     status = (
         F.when(F.col("t__present").isNull(), "inserted")
@@ -156,6 +163,11 @@ def replace_range(
         return change
     finally:
         compared.unpersist()
+
+
+def _close(a: Column, b: Column) -> Column:
+    both = a.isNotNull() & b.isNotNull()
+    return a.eqNullSafe(b) | (both & (F.abs(a - b) <= F.greatest(F.abs(a), F.abs(b)) * F.lit(1e-12)))
 
 
 def insert_missing(rows: DataFrame, location: str, key: Sequence[str], scope: str) -> int:

@@ -244,9 +244,12 @@ def to_silver(checked: DataFrame, extra_fields: Mapping[str, str] | None = None)
     """
     valid = checked.where(F.col("reject_reason").isNull())
     fields = _typed_fields(extra_fields)
+    # Flags the lakehouse query's state step set (see silver_state) are kept; otherwise set later.
     flags = {
-        "is_late": F.lit(None).cast("boolean"),
-        "is_out_of_order": F.lit(None).cast("boolean"),
+        **{
+            name: F.col(name) if name in checked.columns else F.lit(None).cast("boolean")
+            for name in ("is_late", "is_out_of_order")
+        },
         "dq_warnings": _array_or_empty(checked, "dq_warnings"),
     }
     columns = {**fields, **flags}
@@ -255,8 +258,11 @@ def to_silver(checked: DataFrame, extra_fields: Mapping[str, str] | None = None)
 
 
 def first_per_event_id(quotes: DataFrame) -> DataFrame:
-    """One row per event_id: the first to arrive (earliest ingestion, then lowest partition, offset) wins."""
-    first = Window.partitionBy("event_id").orderBy("ingested_at", "kafka_partition", "kafka_offset")
+    """One row per event_id: the first to arrive (earliest micro-batch, then Kafka timestamp, partition,
+    offset: the order of :data:`surveillance.transforms.arrivals.ARRIVAL_ORDER`) wins."""
+    first = Window.partitionBy("event_id").orderBy(
+        "ingested_at", "kafka_timestamp", "kafka_partition", "kafka_offset"
+    )
     return quotes.withColumn("_arrival", F.row_number().over(first)).where("_arrival = 1").drop("_arrival")
 
 
