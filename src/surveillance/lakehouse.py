@@ -21,6 +21,7 @@ class TableSpec:
     schema: T.StructType
     partition_by: tuple[str, ...]
     description: str
+    properties: tuple[tuple[str, str], ...] = ()  # Delta table properties set at creation
 
 
 def _fields(*fields: tuple[str, T.DataType]) -> T.StructType:
@@ -78,7 +79,7 @@ SILVER = TableSpec(
         ("batch_id", L),
     ),
     ("event_date",),
-    "Parsed, typed quotes that meet the contract and the error expectations, one row per event_id; "
+    "Parsed, typed quotes that meet the contract and the error expectations, one row per (symbol, event_id); "
     "dq_warnings names the warn expectations a quote broke.",
 )
 
@@ -121,6 +122,9 @@ GOLD_BARS = TableSpec(
     ),
     ("bar_date",),
     "One-minute OHLCV bars per symbol by event time, with VWAP and trade count.",
+    # Each micro-batch MERGEs the bars it touched: deletion vectors mark the replaced rows instead of
+    # rewriting every file that held one.
+    (("delta.enableDeletionVectors", "true"),),
 )
 
 ALERTS = TableSpec(
@@ -352,4 +356,6 @@ def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:
         builder = builder.addColumns(spec.schema)
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
+        for key, value in spec.properties:
+            builder = builder.property(key, value)
         builder.comment(spec.description).execute()

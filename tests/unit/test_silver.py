@@ -172,7 +172,7 @@ def test_first_arrival_wins_per_event_id(spark: SparkSession) -> None:
 
 def test_not_seen_before_drops_event_ids_already_in_silver(spark: SparkSession) -> None:
     silver = to_silver(_checked(spark, [CASES[0][0], CASES[1][0]]))
-    seen = spark.createDataFrame([("e1",)], "event_id string")
+    seen = spark.createDataFrame([("ACME", "e1")], "symbol string, event_id string")
     assert [r.event_id for r in not_seen_before(silver, seen).collect()] == ["e2"]
 
 

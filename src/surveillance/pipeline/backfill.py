@@ -326,7 +326,7 @@ class BackfillRun:
             report.changes["silver_quotes"] = replace_range(
                 new_quotes,
                 self.locations["silver_quotes"],
-                ["event_id"],
+                ["symbol", "event_id"],
                 self.range.scope("event_time", "event_date"),
                 merge_schema=bool(extra_fields),
             )

@@ -183,7 +183,7 @@ def new_silver_quotes(
     with their arrival flags (late: over ``late_after_s`` behind its symbol; out of order) from their
     micro-batch's ``state``."""
     candidates = first_per_event_id(to_silver(routed, extra_fields))
-    fresh = flag_late(not_seen_before(candidates, history.select("event_id")), state, late_after_s)
+    fresh = flag_late(not_seen_before(candidates, history), state, late_after_s)
     return flag_out_of_order(fresh, state)
 
 

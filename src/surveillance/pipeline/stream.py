@@ -260,7 +260,9 @@ class QuoteBatchWriter:
             if count
         ]
         if new_count:
-            tasks.append(profile.in_thread("bars", self._update_bars, touched, new_quotes, stats, batch_id))
+            tasks.append(
+                profile.in_thread("bars", self._update_bars, touched, new_quotes, stats, batch_id, profile)
+            )
         if self.silver_validator is not None and stats.contract_valid_rows:
             tasks.append(profile.in_thread("validate", self._validate_silver, routed, extra_fields))
         runs = self._run_all(tasks)
@@ -363,7 +365,12 @@ class QuoteBatchWriter:
         _crash_point(name, batch_id)
 
     def _update_bars(
-        self, touched: DataFrame, new_quotes: DataFrame, stats: BatchStats, batch_id: int
+        self,
+        touched: DataFrame,
+        new_quotes: DataFrame,
+        stats: BatchStats,
+        batch_id: int,
+        profile: BatchProfile,
     ) -> SuiteRun | None:
         """MERGE the bars the batch touched, whole (from the state step), into gold; validate them.
 
@@ -373,7 +380,8 @@ class QuoteBatchWriter:
         """
         bars = stream_bars(touched).persist()
         try:
-            upsert_bars(self.spark, self.locations["gold_bars_1m"], bars, stats.event_dates)
+            with profile.step("bars_merge"):
+                upsert_bars(self.spark, self.locations["gold_bars_1m"], bars, stats.event_dates)
             _crash_point("gold", batch_id)
             if self.bars_validator is None:
                 return None
@@ -383,7 +391,8 @@ class QuoteBatchWriter:
                 "volume_before",
                 "count_before",
             )
-            return self.bars_validator.validate(with_quote_totals(bars, on_time(new_quotes), before))
+            with profile.step("bars_validate"):
+                return self.bars_validator.validate(with_quote_totals(bars, on_time(new_quotes), before))
         finally:
             bars.unpersist()
 

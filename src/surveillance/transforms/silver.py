@@ -258,19 +258,20 @@ def to_silver(checked: DataFrame, extra_fields: Mapping[str, str] | None = None)
 
 
 def first_per_event_id(quotes: DataFrame) -> DataFrame:
-    """One row per event_id: the first to arrive (earliest micro-batch, then Kafka timestamp, partition,
-    offset: the order of :data:`surveillance.transforms.arrivals.ARRIVAL_ORDER`) wins."""
-    first = Window.partitionBy("event_id").orderBy(
+    """One row per (symbol, event_id): the first to arrive (earliest micro-batch, then Kafka timestamp,
+    partition, offset: the order of :data:`surveillance.transforms.arrivals.ARRIVAL_ORDER`) wins.
+
+    Per symbol, as the stream's state step deduplicates (its state is per symbol)."""
+    first = Window.partitionBy("symbol", "event_id").orderBy(
         "ingested_at", "kafka_timestamp", "kafka_partition", "kafka_offset"
     )
     return quotes.withColumn("_arrival", F.row_number().over(first)).where("_arrival = 1").drop("_arrival")
 
 
 def not_seen_before(quotes: DataFrame, seen_event_ids: DataFrame) -> DataFrame:
-    """Quotes whose event_id is not in ``seen_event_ids`` (the event_ids already in silver)."""
-    return quotes.join(seen_event_ids.select("event_id").distinct(), "event_id", "left_anti").select(
-        *quotes.columns
-    )
+    """Quotes whose (symbol, event_id) is not in ``seen_event_ids`` (those already in silver)."""
+    seen = seen_event_ids.select("symbol", "event_id").distinct()
+    return quotes.join(seen, ["symbol", "event_id"], "left_anti").select(*quotes.columns)
 
 
 # What a micro-batch knew of earlier ones when it ran: the event-time watermark and each symbol's latest
