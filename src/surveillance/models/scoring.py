@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark import Broadcast
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -56,7 +57,8 @@ def score_features(
     keep: Sequence[str] = (),
 ) -> DataFrame:
     """The model's scores of scorable feature rows (by default only the flagged ones), vectorised per
-    Arrow batch on the executors; ``model`` is an :class:`~surveillance.models.pyfunc.AnomalyModel`.
+    Arrow batch on the executors; ``model`` is an :class:`~surveillance.models.pyfunc.AnomalyModel`, or
+    a broadcast of one (shipped to each Python worker once, not with every task).
 
     Each scored row carries ``symbol``, ``event_id`` and the ``keep`` columns of its quote, so alerts need
     no join back to the quotes.
@@ -67,9 +69,10 @@ def score_features(
     schema = T.StructType([*carried_fields, *score_fields])
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        scorer = model.value if isinstance(model, Broadcast) else model
         for batch in batches:
             kept = batch[carried].reset_index(drop=True)
-            scored = pd.concat([kept, model.score_frame(batch).reset_index(drop=True)], axis=1)
+            scored = pd.concat([kept, scorer.score_frame(batch).reset_index(drop=True)], axis=1)
             yield scored[scored["is_anomaly"]] if only_flagged else scored
 
     needed = list(dict.fromkeys([*carried, *FEATURE_COLUMNS]))
@@ -82,10 +85,18 @@ class LoadedModel:
     version: str
     detector: str
     model: Any  # AnomalyModel
+    _broadcast: Broadcast | None = field(default=None, compare=False, repr=False)
 
     @property
     def threshold(self) -> float:
         return float(self.model.threshold)
+
+    def shipped(self, spark: SparkSession) -> Broadcast:
+        """The model as a broadcast variable: a stream scores every micro-batch with the same version, and
+        a fitted model pickled into each task's closure would cross to the workers every time."""
+        if self._broadcast is None:
+            object.__setattr__(self, "_broadcast", spark.sparkContext.broadcast(self.model))
+        return self._broadcast
 
 
 class ChampionModel:
@@ -127,6 +138,8 @@ class ChampionModel:
         use_mlflow(self.settings)
         model = mlflow.pyfunc.load_model(model_uri(self.settings, version.version)).unwrap_python_model()
         previous = self.loaded.version if self.loaded else None
+        if self.loaded is not None and self.loaded._broadcast is not None:
+            self.loaded._broadcast.unpersist()  # the workers fetch the new version's when they need it
         self.loaded = LoadedModel(
             self.settings.models.registered_name,
             str(version.version),
@@ -157,7 +170,9 @@ def model_alerts(
         "event_time", "price", "volume", "bid", "ask", "dq_warnings", "kafka_partition", "kafka_offset",
         "kafka_timestamp", "stream_id", "batch_id",
     ]  # fmt: skip
-    candidates = score_features(context.where("is_new"), loaded.model, top_k, keep=carried)
+    candidates = score_features(
+        context.where("is_new"), loaded.shipped(context.sparkSession), top_k, keep=carried
+    )
     top = F.filter(
         F.array(
             *[

@@ -225,10 +225,14 @@ class QuoteBatchWriter:
                 "batch_id": F.lit(batch_id).cast("long"),
             }
         )
-        records = with_batch_outcomes(stamped, self.row_checks)
+        # Cached too: the batch-level expectations (a window over the batch) and the parse of ``value``
+        # that schema drift reads then run once, not once per write.
+        records = with_batch_outcomes(stamped, self.row_checks).persist()
         try:
             self._process(records, touched_bars(cached), batch_id, started_at, profile)
         finally:
+            # Most derived first: uncaching a frame that a cached one builds on makes Spark re-plan that one.
+            records.unpersist()
             cached.unpersist()
         self._first_batch = False
 
