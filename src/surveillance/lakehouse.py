@@ -21,7 +21,6 @@ class TableSpec:
     schema: T.StructType
     partition_by: tuple[str, ...]
     description: str
-    properties: tuple[tuple[str, str], ...] = ()  # Delta table properties set at creation
 
 
 def _fields(*fields: tuple[str, T.DataType]) -> T.StructType:
@@ -121,10 +120,9 @@ GOLD_BARS = TableSpec(
         ("updated_at", TS),
     ),
     ("bar_date",),
+    # No deletion vectors, though the per-batch MERGE would rewrite less with them: delta-rs (1.6, the
+    # independent audit's reader and many users' own) cannot read a table that has them.
     "One-minute OHLCV bars per symbol by event time, with VWAP and trade count.",
-    # Each micro-batch MERGEs the bars it touched: deletion vectors mark the replaced rows instead of
-    # rewriting every file that held one.
-    (("delta.enableDeletionVectors", "true"),),
 )
 
 ALERTS = TableSpec(
@@ -356,6 +354,4 @@ def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:
         builder = builder.addColumns(spec.schema)
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
-        for key, value in spec.properties:
-            builder = builder.property(key, value)
         builder.comment(spec.description).execute()
