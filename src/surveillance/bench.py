@@ -45,12 +45,15 @@ from surveillance.kafka.admin import ensure_topics, topic_end_offsets
 from surveillance.kafka.broker import LocalBroker
 from surveillance.lakehouse import ensure_tables, read_table, table_locations, write_table
 from surveillance.models.registry import alias_version
-from surveillance.pipeline.stream import StreamingJob, processed_offsets, read_quotes, start_stream, wait_for
+from surveillance.pipeline.detection import detection_checkpoint
+from surveillance.pipeline.stream import read_quotes, start_stream, wait_for
 from surveillance.spark import get_spark
 
 GROWTH_ROWS = 2_000_000
 # The bench's parts, by the letters of its table; ``--only`` runs a subset (a tuning loop, not a report).
 PARTS = ("raw", "lakehouse", "latency", "peer", "cold", "growth")
+# Seconds of input at the measured rate before latencies count.
+LATENCY_WARMUP_S = 30
 BENCH_OVERRIDES = (
     "state_dir=.state/bench",
     "lakehouse.root=.state/bench/lakehouse",
@@ -174,19 +177,62 @@ def measure_peer(settings: Settings, events: int) -> float:
     return seen / elapsed if elapsed else 0.0
 
 
-def _topic_lag(settings: Settings, job: StreamingJob) -> int:
-    """Quotes in the topic the detection query has not processed yet."""
+def committed_offsets(checkpoint: str) -> int:
+    """Quotes-topic offsets a query has committed (sum over partitions), read from its checkpoint: the
+    offsets of its last batch that has a commit entry."""
+    folder = Path(resolve_local_path(checkpoint))
+    commits = [int(p.name) for p in (folder / "commits").glob("[0-9]*") if p.name.isdigit()]
+    if not commits:
+        return 0
+    lines = (folder / "offsets" / str(max(commits))).read_text().splitlines()
+    # "v1", the batch's metadata, then one line per source: {"topic": {"partition": offset, ...}}.
+    return sum(int(o) for line in lines[2:] for parts in json.loads(line).values() for o in parts.values())
+
+
+def _topic_lag(settings: Settings) -> int:
+    """Quotes in the topic the detection query has not committed yet."""
     end = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
-    return max(0, end - processed_offsets(job.detection or job.lakehouse))
+    return max(0, end - committed_offsets(detection_checkpoint(settings)))
+
+
+def stream_log(settings: Settings, name: str) -> Path:
+    """Where a bench's ``surveil stream`` writes its log: under the state dir, kept after the run."""
+    logs = Path(resolve_local_path(f"{settings.state_dir}/logs"))
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / f"{name}.log"
+
+
+def launch_stream(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``surveil stream`` in a new process with these settings, as a user starts it."""
+    resolved = log.with_suffix(".settings.json")
+    resolved.write_text(settings.to_json())
+    command = ["stream", "--settings-json", str(resolved), "--no-progress"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "surveillance.cli", *command],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        start_new_session=True,
+    )
+
+
+def stop_stream(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean stop of every query), SIGKILL to its process group after 60 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path) -> LatencyRun:
-    """Quote -> alert latency with both queries running, at ``rate`` quotes/s for ``seconds``."""
+    """Quote -> alert latency with both queries running (``surveil stream`` in its own process, as a user
+    runs it), at ``rate`` quotes/s for ``seconds`` after ``LATENCY_WARMUP_S`` at that rate."""
     symbols = 20
     per_minute = max(1, int(rate * 60 / symbols))
     quotes = generate_quotes(
         symbols=symbols,
-        minutes=max(2, seconds // 60 + 2),
+        minutes=max(2, -(-(LATENCY_WARMUP_S + seconds) // 60)),
         seed=11,
         inject_anomalies=True,
         ticks_per_minute=per_minute,
@@ -200,32 +246,45 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
         **settings.kafka.client_options(),
     )
     consumer.poll(timeout_ms=1000)  # join the topic before anything is published
-    spark = get_spark(settings)
-    job = start_stream(spark, settings, once=False)
-    time.sleep(20)  # warm-up: both queries past their first batches before quotes arrive
+    log = stream_log(settings, f"latency_{int(rate)}")
+    stream = launch_stream(settings, log)
+    started = time.monotonic()
+    lakehouse_commits = Path(resolve_local_path(settings.stream.checkpoint_dir)) / "commits"
+    # Warm-up: both queries past their first batches (on the empty topic) before quotes arrive.
+    while not (lakehouse_commits.exists() and any(lakehouse_commits.iterdir())):
+        if stream.poll() is not None or time.monotonic() - started > 300:
+            raise RuntimeError(f"surveil stream committed no batch (see {log})")
+        time.sleep(0.5)
+    time.sleep(10)
+    replayed = []
     sender = threading.Thread(
-        target=replay_file, args=(path, settings.kafka), kwargs={"rate": rate, "progress": False}, daemon=True
+        target=lambda: replayed.append(replay_file(path, settings.kafka, rate=rate, progress=False)),
+        daemon=True,
     )
     latencies: list[float] = []
     lags: list[int] = []
     begun = time.monotonic()
-    deadline = begun + seconds
+    deadline = begun + LATENCY_WARMUP_S + seconds
+    # Alerts on quotes sent in the warm-up are not counted: the first batches with data load the model
+    # into the Python workers and start the lakehouse's first full batch.
+    measured_from_ms = int((time.time() + LATENCY_WARMUP_S) * 1000)
     sender.start()
     try:
         while sender.is_alive() or time.monotonic() < deadline:
             for message in consumer:
                 alert = json.loads(message.value)
                 source = np.datetime64(alert["source_kafka_timestamp"].replace("Z", ""))
-                quote_ms = source.astype("datetime64[ms]").astype(np.int64)
-                latencies.append((message.timestamp - int(quote_ms)) / 1000)
-            lags.append(_topic_lag(settings, job))
+                quote_ms = int(source.astype("datetime64[ms]").astype(np.int64))
+                if quote_ms >= measured_from_ms:
+                    latencies.append((message.timestamp - quote_ms) / 1000)
+            if time.monotonic() - begun > LATENCY_WARMUP_S:
+                lags.append(_topic_lag(settings))
             if time.monotonic() > deadline + 30:
                 break
-        lag_end = _topic_lag(settings, job)
-        in_topic = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
-        sent_rate = in_topic / (time.monotonic() - begun)
+        lag_end = _topic_lag(settings)
+        sent_rate = replayed[0].sent / replayed[0].elapsed_s if replayed and replayed[0].elapsed_s else 0.0
     finally:
-        job.stop()
+        stop_stream(stream)
         consumer.close()
     half = lags[len(lags) // 2 :] or [0]
     pct = (lambda q: float(np.percentile(latencies, q))) if latencies else (lambda q: None)
@@ -242,40 +301,20 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     )
 
 
-def measure_cold_start(settings: Settings, workdir: Path) -> float:
+def measure_cold_start(settings: Settings) -> float:
     """Seconds from launching ``surveil stream`` (a new process) to its first committed lakehouse batch."""
-    sets = [
-        arg
-        for value in (
-            *BENCH_OVERRIDES,
-            f"state_dir={settings.state_dir}",
-            f"lakehouse.root={settings.lakehouse.root}",
-            f"stream.checkpoint_dir={settings.stream.checkpoint_dir}",
-            f"kafka.topics.quotes={settings.kafka.topics.quotes}",
-        )
-        for arg in ("--set", value)
-    ]
     commits = Path(resolve_local_path(settings.stream.checkpoint_dir)) / "commits"
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "surveillance.cli", *sets, "stream"],
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / "cold_start.log").open("w"),
-        start_new_session=True,
-    )
+    log = stream_log(settings, "cold_start")
+    process = launch_stream(settings, log)
     try:
         while time.monotonic() - started < 300 and process.poll() is None:
             if commits.exists() and any(p.name.isdigit() for p in commits.iterdir()):
                 return time.monotonic() - started
             time.sleep(0.1)
-        raise RuntimeError(f"surveil stream committed no batch (see {workdir / 'cold_start.log'})")
+        raise RuntimeError(f"surveil stream committed no batch (see {log})")
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_stream(process)
 
 
 def prefill_silver(settings: Settings, rows: int) -> None:
@@ -409,7 +448,7 @@ def run_bench(
                 cold_settings = _bench_settings(settings, "bench_cold").with_overrides(
                     f"lakehouse.root={settings.state_dir}/lakehouse_cold"
                 )
-                cold_start = measure_cold_start(cold_settings, Path(tmp))
+                cold_start = measure_cold_start(cold_settings)
             if "growth" in only:
                 console.print(f"(f) per-batch cost over {GROWTH_ROWS:,} silver rows against empty tables...")
                 growth_settings = settings.with_overrides("kafka.topics.quotes=bench_growth_quotes")
@@ -423,7 +462,6 @@ def run_bench(
                 console.print(f"(c) latency at {rate:,.0f} events/s for {latency_seconds}s, both queries...")
                 latency_settings = _bench_settings(settings, f"bench_latency_{int(rate)}").with_overrides(
                     f"kafka.topics.quotes=bench_latency_quotes_{int(rate)}",
-                    "stream.trigger_interval=5 seconds",
                     f"lakehouse.root={settings.state_dir}/lakehouse_latency_{int(rate)}",
                 )
                 ensure_topics(latency_settings.kafka)

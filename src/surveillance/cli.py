@@ -131,9 +131,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from surveillance.pipeline.runner import run_stream
 
-    settings = _settings(args)
-    run_stream(settings, once=args.once, console=console)
-    return 0
+    if args.settings_json:  # a child of `surveil stream` running one of its queries
+        settings = Settings.from_json(Path(args.settings_json).read_text())
+    else:
+        settings = _settings(args)
+    return run_stream(settings, once=args.once, console=console, show_progress=not args.no_progress)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -374,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = commands.add_parser("stream", parents=[common], help="run the streaming job")
     stream.add_argument("--once", action="store_true", help="process everything available, then stop")
+    # Internal: how `surveil stream` starts each query's process (stream.processes: 2).
+    stream.add_argument("--settings-json", default=None, help=argparse.SUPPRESS)
+    stream.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     stream.set_defaults(func=cmd_stream)
 
     backfill = commands.add_parser(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -181,6 +182,12 @@ class LakehouseSettings(_Strict):
 
 
 class StreamSettings(_Strict):
+    enabled: bool = True  # false: the detection query only (no lakehouse writes)
+    # 1: both queries in one Spark application (FAIR pools; a cluster, a notebook). 2: on one machine,
+    # `surveil stream` runs each query in its own process, the lakehouse's at a lower CPU priority
+    # (`lakehouse_nice`), so that its long tasks and GX runs never hold the cores the detection needs.
+    processes: Literal[1, 2] = 1
+    lakehouse_nice: int = Field(10, ge=0, le=19)
     checkpoint_dir: str = ".state/checkpoints/quotes_to_lakehouse"
     query_name: str = Field("quotes_to_lakehouse", pattern=r"^[A-Za-z0-9_]+$")
     trigger_interval: str = "2 seconds"
@@ -429,6 +436,21 @@ class Settings(_Strict):
     quality: QualitySettings = QualitySettings()
     schema_settings: SchemaSettings = Field(SchemaSettings(), alias="schema")
     models: ModelSettings = ModelSettings()
+
+    @model_validator(mode="after")
+    def _some_query_runs(self) -> Settings:
+        if not self.stream.enabled and not self.detection.enabled:
+            raise ValueError("stream.enabled and detection.enabled are both false: no query would run")
+        return self
+
+    def to_json(self) -> str:
+        """The resolved settings as JSON (read back by :meth:`from_json`), e.g. for a child process."""
+        return self.model_dump_json(by_alias=True)
+
+    @staticmethod
+    def from_json(text: str) -> Settings:
+        """Settings written by :meth:`to_json`, validated again."""
+        return _validate(json.loads(text))
 
     def with_overrides(self, *assignments: str) -> Settings:
         """A copy with ``key=value`` overrides applied and validated again."""

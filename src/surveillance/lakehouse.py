@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -334,24 +335,37 @@ def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:
     A table created by an earlier version gets the columns added since (additive evolution only: the
     rows already written read NULL there).
     """
+    for name, spec in TABLES.items():
+        for attempt in range(5):
+            try:
+                _ensure_table(spark, spec, locations[name])
+                break
+            except Exception:
+                # Another process creating the same tables at the same moment (the other query's, with
+                # stream.processes: 2) makes one of the two first commits fail, or finds the table half
+                # made: look again once it is done.
+                if attempt == 4:
+                    raise
+                time.sleep(1)
+
+
+def _ensure_table(spark: SparkSession, spec: TableSpec, location: str) -> None:
     from delta.tables import DeltaTable
 
-    for name, spec in TABLES.items():
-        location = locations[name]
-        if table_exists(spark, location):
-            present = set(read_table(spark, location).columns)
-            missing = [field for field in spec.schema.fields if field.name not in present]
-            if missing:
-                columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
-                spark.sql(f"ALTER TABLE {table_sql(location)} ADD COLUMNS ({columns})")
-            continue
-        builder = DeltaTable.createIfNotExists(spark)
-        if is_table_name(location):
-            _ensure_schema(spark, location)
-            builder = builder.tableName(location)
-        else:
-            builder = builder.location(location)
-        builder = builder.addColumns(spec.schema)
-        if spec.partition_by:
-            builder = builder.partitionedBy(*spec.partition_by)
-        builder.comment(spec.description).execute()
+    if table_exists(spark, location):
+        present = set(read_table(spark, location).columns)
+        missing = [field for field in spec.schema.fields if field.name not in present]
+        if missing:
+            columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
+            spark.sql(f"ALTER TABLE {table_sql(location)} ADD COLUMNS ({columns})")
+        return
+    builder = DeltaTable.createIfNotExists(spark)
+    if is_table_name(location):
+        _ensure_schema(spark, location)
+        builder = builder.tableName(location)
+    else:
+        builder = builder.location(location)
+    builder = builder.addColumns(spec.schema)
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    builder.comment(spec.description).execute()

@@ -103,23 +103,29 @@ def single_partition(pipeline: Pipeline) -> Pipeline:
 CRASH_SEQUENCE = ("detect-publish", "detect-alerts", "silver_quotes", "gold", "dq_results", "progress")
 
 
+def _two_batches_around_a_jump(pipeline: Pipeline, dirty_quotes: GeneratedQuotes) -> tuple:
+    """Send one symbol's quotes in two batches: batch 0 ends with the quote before a price jump, batch 1
+    starts with the jump. (jump label, quotes, the jump's position, the lines sent)."""
+    pipeline.settings = pipeline.settings.with_overrides("quality.enabled=false")
+    jump = dirty_quotes.labels[dirty_quotes.labels.anomaly_type == "price_jump"].iloc[0]
+    quotes = dirty_quotes.quotes[dirty_quotes.quotes.symbol == jump.symbol].reset_index(drop=True)
+    position = int(quotes.index[quotes.event_id == jump.event_id][0])
+    quotes = quotes.iloc[: 2 * position]
+    pipeline.settings = pipeline.settings.with_overrides(
+        f"stream.max_offsets_per_trigger={position}", f"detection.max_offsets_per_trigger={position}"
+    )
+    lines = [quote_to_json(row) for row in quotes.to_dict("records")]
+    pipeline.send_lines(lines)
+    return jump, quotes, position, lines
+
+
 def test_crash_at_every_step_of_a_batch_then_restart(
     single_partition: Pipeline, dirty_quotes: GeneratedQuotes, expected_bars: Callable
 ) -> None:
     # Six cold starts: without GX each is ~20 s cheaper. dq_results still gets each batch's schema-drift
     # row, so its exactly-once is checked here; replays through GX are covered by the SIGKILL test below.
     pipeline = single_partition
-    pipeline.settings = pipeline.settings.with_overrides("quality.enabled=false")
-    jump = dirty_quotes.labels[dirty_quotes.labels.anomaly_type == "price_jump"].iloc[0]
-    quotes = dirty_quotes.quotes[dirty_quotes.quotes.symbol == jump.symbol].reset_index(drop=True)
-    position = int(quotes.index[quotes.event_id == jump.event_id][0])
-    quotes = quotes.iloc[: 2 * position]
-    # Two batches: batch 0 ends with the quote before the jump; batch 1 starts with the jump and crashes.
-    pipeline.settings = pipeline.settings.with_overrides(
-        f"stream.max_offsets_per_trigger={position}", f"detection.max_offsets_per_trigger={position}"
-    )
-    lines = [quote_to_json(row) for row in quotes.to_dict("records")]
-    pipeline.send_lines(lines)
+    jump, quotes, position, lines = _two_batches_around_a_jump(pipeline, dirty_quotes)
 
     for step in CRASH_SEQUENCE:
         assert _run_stream(pipeline.settings, crash_at=f"{step}:1") == 86, step
@@ -151,6 +157,29 @@ def test_crash_at_every_step_of_a_batch_then_restart(
     results = pipeline.pandas("dq_results")
     assert not results.duplicated(["stream_id", "batch_id", "suite", "expectation"]).any()
     assert sorted(results.batch_id.unique()) == [0, 1]
+
+
+def test_alerts_committed_but_not_in_the_table_come_back_from_the_topic(
+    single_partition: Pipeline, dirty_quotes: GeneratedQuotes
+) -> None:
+    # The table is appended after a detection batch ends: a crash after Spark committed batch 1 but before
+    # its append leaves its alerts on the topic only, and the query never replays that batch.
+    pipeline = single_partition
+    jump, quotes, _, _ = _two_batches_around_a_jump(pipeline, dirty_quotes)
+    assert _run_stream(pipeline.settings, crash_at="detect-table:1") == 86
+    on_topic = _alert_ids_on_topic(pipeline.settings)
+    assert jump.event_id not in set(pipeline.pandas("alerts").event_id)
+
+    assert _run_stream(pipeline.settings) == 0
+    alerts = pipeline.pandas("alerts")
+    assert not alerts.alert_id.duplicated().any()
+    assert set(alerts.alert_id) == set(on_topic) == set(_alert_ids_on_topic(pipeline.settings))
+    jumps = alerts[alerts.rule == "price_jump"]
+    assert list(jumps.event_id) == [jump.event_id] and set(jumps.batch_id) == {1}
+    assert (
+        json.loads(jumps.iloc[0].details)["previous_event_id"]
+        == quotes.event_id[quotes.index[quotes.event_id == jump.event_id][0] - 1]
+    )
 
 
 def test_sigkill_at_any_moment_then_restart(

@@ -114,3 +114,22 @@ def test_set_before_and_after_the_command_both_count() -> None:
 
     args = build_parser().parse_args(["--set", "a=1", "--env", "dev", "stream", "--set", "b=2", "--once"])
     assert _overrides(args) == ["a=1", "b=2"] and _env(args) == "dev" and args.once
+
+
+def test_each_query_process_runs_one_query_with_the_same_settings() -> None:
+    from surveillance.config import Settings
+    from surveillance.pipeline.runner import query_process_settings
+
+    settings = load_settings(
+        env="local", overrides=["rules.price_jump.threshold=0.04"], environ={}, directory=CONF
+    )
+    assert settings.stream.processes == 2  # a laptop runs the two queries apart
+    children = query_process_settings(settings)
+    detection, lakehouse = children["detection"], children["lakehouse"]
+    assert detection.detection.enabled and not detection.stream.enabled
+    assert lakehouse.stream.enabled and not lakehouse.detection.enabled
+    for child in children.values():
+        assert child.stream.processes == 1 and child.rules.price_jump.threshold == 0.04
+        assert Settings.from_json(child.to_json()) == child  # how a child process receives them
+    with pytest.raises(ConfigError, match="no query would run"):
+        settings.with_overrides("stream.enabled=false", "detection.enabled=false")

@@ -10,12 +10,14 @@ waits for a Delta commit, a validation run or a bar. Per micro-batch:
    (:func:`~surveillance.detection.context.tick_context`, the function a backfill applies to silver);
 3. in ``foreachBatch``: the rules and the champion model, row-level on that context (the same
    :func:`~surveillance.pipeline.layers.alerts_from_context` a backfill runs), then the alerts are sent
-   to the alerts topic and appended to the ``alerts`` table.
+   to the alerts topic, and the batch ends; the ``alerts`` table is appended from a background thread
+   (:mod:`surveillance.sinks.alerts_table`), so no alert waits for a Delta commit.
 
 The state store holds everything a batch needs from earlier ones: no table is read inside a micro-batch.
 The alerts topic is at least once (a crash between the send and the checkpoint re-sends the batch, with
-the same ``alert_id``s); the ``alerts`` table is exactly once (a replayed batch that already appended is
-skipped, known from one read of the table at start).
+the same ``alert_id``s); the ``alerts`` table is exactly once: at start, one read of it says up to which
+batch it holds this query's alerts; the committed batches after that are recovered from the topic, and a
+replayed batch that already appended is skipped.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ from surveillance.models.features import HISTORY_TICKS
 from surveillance.models.scoring import MODEL_RULE, ChampionModel, LoadedModel
 from surveillance.pipeline.layers import alerts_from_context, route_quotes, silver_row_checks
 from surveillance.pipeline.profile import BatchProfile
+from surveillance.sinks.alerts_table import (
+    AlertTableAppender,
+    read_alert_records,
+    recover_alert_rows,
+    rows_from_topic,
+)
 from surveillance.sinks.kafka_alerts import AlertPublisher, kafka_record_columns
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.silver import parse_quotes, with_silver_fields
@@ -156,6 +164,17 @@ def detection_checkpoint(settings: Settings) -> str:
     return f"{lakehouse.rsplit('/', 1)[0]}/{settings.detection.query_name}"
 
 
+def last_committed_batch(spark: SparkSession, checkpoint: str) -> int:
+    """The last micro-batch the query's checkpoint records as committed (-1: none), on any file system."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint.rstrip('/')}/commits")
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        return -1
+    names = [status.getPath().getName() for status in fs.listStatus(path)]
+    return max((int(name) for name in names if name.isdigit()), default=-1)
+
+
 def _checkpoint_id(spark: SparkSession, checkpoint: str) -> str | None:
     metadata = os.path.join(checkpoint, "metadata")
     if not os.path.exists(metadata) and "://" not in checkpoint:
@@ -177,26 +196,63 @@ class AlertBatchWriter:
         self.query_name = settings.detection.query_name
         self.quality_on = settings.quality.enabled
         self.champion = ChampionModel(settings) if settings.models.scoring.enabled else None
+        if self.champion is not None:
+            self.champion.current()  # loaded before the first batch, not inside it
         self.publisher = AlertPublisher(settings.kafka)
         self._stream_id = _checkpoint_id(spark, self.checkpoint)
         # Only the last batch before a crash can be replayed: the table says up to where alerts committed.
-        self._appended_up_to = self._last_appended_batch()
+        self._appended_up_to = self._recover_alerts()
+        self.appender = AlertTableAppender(spark, self.locations[ALERTS.name], self._append_hook)
         self._progress: list[dict] = []
         self._progress_lock = threading.Lock()
         self._flushed_at = time.monotonic()
         self._progress_interval = interval_seconds(settings.detection.progress_interval)
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detection-progress")
 
-    def _last_appended_batch(self) -> int:
+    def _recover_alerts(self) -> int:
+        """Append the alerts of committed batches a crash kept from the table (from the topic); the last
+        batch whose alerts the table now holds."""
         if self._stream_id is None:
             return -1
         last = (
             read_table(self.spark, self.locations[ALERTS.name])
             .where(F.col("stream_id") == self._stream_id)
-            .agg(F.max("batch_id"))
-            .first()[0]
+            .agg(F.max("batch_id").alias("batch"), F.unix_millis(F.max("detected_at")).alias("at_ms"))
+            .first()
         )
-        return -1 if last is None else int(last)
+        appended = -1 if last["batch"] is None else int(last["batch"])
+        committed = last_committed_batch(self.spark, self.checkpoint)
+        if committed <= appended:
+            return appended
+        # Records of later batches were sent after the last appended batch started (its detected_at).
+        since_ms = last["at_ms"] if last["at_ms"] is not None else 0
+        records = read_alert_records(self.settings.kafka, since_ms)
+        missing = recover_alert_rows(records, self._stream_id, appended, committed)
+        if missing:
+            rows = rows_from_topic(self.spark, missing)
+            write_table(rows.write.format("delta").mode("append"), self.locations[ALERTS.name])
+            log.warning(
+                "recovered %d alerts of batches %d-%d from the alerts topic into the alerts table",
+                len(missing),
+                appended + 1,
+                committed,
+            )
+        return committed
+
+    def _append_hook(self, moment: str, batch_ids: list[int]) -> None:
+        # Test hooks: "detect-alerts:N" dies right after the table append of batch N; "detect-table:N"
+        # before it, once Spark has committed the batch (so it is not replayed: only the topic has its
+        # alerts).
+        for batch_id in batch_ids:
+            if moment == "after":
+                _crash_point("alerts", batch_id)
+            elif os.environ.get(CRASH_ENV) == f"detect-table:{batch_id}":
+                deadline = time.monotonic() + 60
+                while last_committed_batch(self.spark, self.checkpoint) < batch_id:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                os._exit(86)
 
     def stream_id(self) -> str:
         if self._stream_id is None:
@@ -244,16 +300,13 @@ class AlertBatchWriter:
         if not found:
             return per_rule
         with profile.step("publish"):
-            self.publisher.send([(row["_kafka_key"], row["_kafka_value"], row["alert_id"]) for row in found])
+            records = [(row["_kafka_key"], row["_kafka_value"], row["alert_id"]) for row in found]
+            self.publisher.send(records, self.stream_id(), batch_id)
         _crash_point("publish", batch_id)
         if batch_id > self._appended_up_to:
-            with profile.step("alerts_append"):
-                names = ALERTS.schema.fieldNames()
-                table_rows = [tuple(row[name] for name in names) for row in found]
-                frame = self.spark.createDataFrame(table_rows, ALERTS.schema)
-                write_table(frame.write.format("delta").mode("append"), self.locations[ALERTS.name])
+            names = ALERTS.schema.fieldNames()
+            self.appender.submit(batch_id, [tuple(row[name] for name in names) for row in found])
             self._appended_up_to = batch_id
-        _crash_point("alerts", batch_id)
         return per_rule
 
     def _record(
@@ -303,7 +356,9 @@ class AlertBatchWriter:
             log.warning("could not record %d detection progress rows: %s", len(rows), exc)
 
     def close(self) -> None:
-        """Record what is buffered and release the producer (after the query stopped)."""
+        """Append the queued alerts, record what is buffered and release the producer (after the query
+        stopped)."""
+        self.appender.close()
         self._flusher.shutdown(wait=True)
         self.flush_progress()
         self.publisher.close()

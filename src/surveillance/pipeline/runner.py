@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import FrameType
 
 from pyspark.sql.streaming import StreamingQuery
@@ -10,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from surveillance.config import Settings
+from surveillance.config import Settings, resolve_local_path
 from surveillance.kafka.admin import topic_end_offsets
 from surveillance.pipeline.backfill import STEPS, BackfillReport, EventRange, run_backfill
 from surveillance.pipeline.stream import processed_offsets, start_stream, wait_for
@@ -18,8 +23,17 @@ from surveillance.quality.validation import preload_great_expectations
 from surveillance.spark import get_spark
 
 
-def run_stream(settings: Settings, once: bool = False, console: Console | None = None) -> None:
-    """Start the streaming job and block until it stops (``once``: when everything available is done)."""
+def run_stream(
+    settings: Settings, once: bool = False, console: Console | None = None, show_progress: bool = True
+) -> int:
+    """Start the streaming job and block until it stops (``once``: when everything available is done);
+    the process exit code (a query's failure raises, here or in a query's process).
+
+    With ``stream.processes: 2`` and both queries enabled, each query runs in its own process
+    (:func:`run_query_processes`); otherwise both run here, in one Spark application.
+    """
+    if settings.stream.processes == 2 and settings.stream.enabled and settings.detection.enabled:
+        return run_query_processes(settings, once, console=console)
     console = console or Console(stderr=True)
     if settings.quality.enabled:
         preload_great_expectations()  # overlaps the import with Spark's start-up
@@ -34,8 +48,8 @@ def run_stream(settings: Settings, once: bool = False, console: Console | None =
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        with _progress(console) as progress:
-            task = progress.add_task("quotes", total=None, batches="")
+        with _progress(console, disable=not show_progress) as progress:
+            task = progress.add_task(query.name, total=None, batches="")
 
             def show(q: StreamingQuery) -> None:
                 last = q.lastProgress or {}
@@ -52,9 +66,67 @@ def run_stream(settings: Settings, once: bool = False, console: Console | None =
         signal.signal(signal.SIGTERM, previous)
         if query.isActive:
             query.stop()
+    return 0
 
 
-def _progress(console: Console, detail: str = "batches") -> Progress:
+def query_process_settings(settings: Settings) -> dict[str, Settings]:
+    """The settings of each query's own process: the detection query alone, the lakehouse query alone."""
+    return {
+        "detection": settings.with_overrides("stream.enabled=false", "stream.processes=1"),
+        "lakehouse": settings.with_overrides("detection.enabled=false", "stream.processes=1"),
+    }
+
+
+def run_query_processes(
+    settings: Settings, once: bool = False, poll_s: float = 0.5, console: Console | None = None
+) -> int:
+    """Run the detection and the lakehouse queries in two ``surveil stream`` processes until both stop.
+
+    On one machine the two queries share its cores: Spark's FAIR pools order the tasks it starts, but a
+    started lakehouse task (or a GX run in the shared Python driver) keeps its core until it ends. In its
+    own process at niceness ``stream.lakehouse_nice``, the lakehouse (its JVM, its Python workers) gets
+    the cores only when the detection process leaves them idle. SIGTERM and SIGINT reach both; when one
+    process fails, the other is stopped. Returns 0, or the exit code of the first process that failed.
+    """
+    console = console or Console(stderr=True)
+    folder = Path(resolve_local_path(settings.state_dir)) / "processes"
+    folder.mkdir(parents=True, exist_ok=True)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for role, child in query_process_settings(settings).items():
+        resolved = folder / f"{role}.json"
+        resolved.write_text(child.to_json())
+        command = [sys.executable, "-m", "surveillance.cli", "stream", "--settings-json", str(resolved)]
+        if once:
+            command.append("--once")
+        if role == "detection":
+            command.append("--no-progress")  # one progress display: the lakehouse's
+        nice = settings.stream.lakehouse_nice if role == "lakehouse" else 0
+        children[role] = subprocess.Popen(command, preexec_fn=(lambda n=nice: os.nice(n)) if nice else None)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for process in children.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failed: list[str] = []
+    try:
+        while any(process.poll() is None for process in children.values()):
+            for role, process in children.items():
+                if process.poll() not in (None, 0) and role not in failed:
+                    failed.append(role)
+                    forward(signal.SIGTERM, None)  # the other query stops too
+            time.sleep(poll_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed += [role for role, p in children.items() if p.returncode not in (0, None) and role not in failed]
+    for role in failed:
+        console.print(f"[red]the {role} query's process exited with {children[role].returncode}")
+    return children[failed[0]].returncode if failed else 0
+
+
+def _progress(console: Console, detail: str = "batches", disable: bool = False) -> Progress:
     """A progress bar with a task's ``detail`` field beside the count."""
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -64,6 +136,7 @@ def _progress(console: Console, detail: str = "batches") -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        disable=disable,
     )
 
 

@@ -444,9 +444,10 @@ def read_quotes(
 
 @dataclass
 class StreamingJob:
-    """The two queries of ``surveil stream``, watched and stopped together (a StreamingQuery's surface)."""
+    """The queries of ``surveil stream``, watched and stopped together (a StreamingQuery's surface): the
+    lakehouse query's where it runs, else the detection query's."""
 
-    lakehouse: StreamingQuery
+    lakehouse: StreamingQuery | None
     detection: StreamingQuery | None = None
     detection_writer: AlertBatchWriter | None = None
     _closed: bool = False
@@ -466,21 +467,28 @@ class StreamingJob:
         return True
 
     @property
+    def main(self) -> StreamingQuery:
+        """The lakehouse query, or the detection query where it runs alone."""
+        query = self.lakehouse or self.detection
+        assert query is not None, "a job runs at least one query (checked by the configuration)"
+        return query
+
+    @property
     def name(self) -> str:
-        return self.lakehouse.name
+        return self.main.name
 
     @property
     def id(self) -> str:
-        """The lakehouse query's id (its checkpoint's): the ``stream_id`` of the lakehouse's rows."""
-        return self.lakehouse.id
+        """The main query's id (its checkpoint's): the ``stream_id`` of the rows it writes."""
+        return self.main.id
 
     @property
     def lastProgress(self) -> dict | None:
-        return self.lakehouse.lastProgress
+        return self.main.lastProgress
 
     @property
     def recentProgress(self) -> list[dict]:
-        return self.lakehouse.recentProgress
+        return self.main.recentProgress
 
     def awaitTermination(self, timeout: float | None = None) -> None:
         running = [q for q in self.queries if q.isActive]
@@ -539,7 +547,8 @@ def lakehouse_state_step(
 
 
 def start_stream(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingJob:
-    """Create the tables if needed and start both queries (``once``: process what is there, then stop).
+    """Create the tables if needed and start the enabled queries (``once``: process what is there, then
+    stop).
 
     The detection query starts first, in the ``detection`` FAIR pool; the lakehouse query in its own.
     """
@@ -548,6 +557,8 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
     if settings.detection.enabled:
         records = read_quotes(spark, settings, settings.detection.max_offsets_per_trigger)
         detection, detection_writer = start_detection(spark, settings, records, once)
+    if not settings.stream.enabled:
+        return StreamingJob(None, detection, detection_writer)
     writer = QuoteBatchWriter(spark, settings)
     # The query copies the session's settings when it starts: its state gets its own partition count.
     session_partitions = spark.conf.get("spark.sql.shuffle.partitions")
