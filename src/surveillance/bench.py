@@ -76,6 +76,9 @@ class LatencyRun:
     max_s: float | None
     lag_end: int  # quotes in the topic the detection query had not processed when the replay ended
     lag_growing: bool
+    # The same for the lakehouse query beside it: whether the lakehouse keeps up at this rate.
+    lakehouse_lag_end: int = 0
+    lakehouse_lag_growing: bool = False
 
 
 @dataclass
@@ -189,10 +192,10 @@ def committed_offsets(checkpoint: str) -> int:
     return sum(int(o) for line in lines[2:] for parts in json.loads(line).values() for o in parts.values())
 
 
-def _topic_lag(settings: Settings) -> int:
-    """Quotes in the topic the detection query has not committed yet."""
+def _topic_lag(settings: Settings, checkpoint: str | None = None) -> int:
+    """Quotes in the topic a query (by default the detection query) has not committed yet."""
     end = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
-    return max(0, end - committed_offsets(detection_checkpoint(settings)))
+    return max(0, end - committed_offsets(checkpoint or detection_checkpoint(settings)))
 
 
 def stream_log(settings: Settings, name: str) -> Path:
@@ -263,6 +266,7 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     )
     latencies: list[float] = []
     lags: list[int] = []
+    lakehouse_lags: list[int] = []
     begun = time.monotonic()
     deadline = begun + LATENCY_WARMUP_S + seconds
     # Alerts on quotes sent in the warm-up are not counted: the first batches with data load the model
@@ -279,14 +283,17 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
                     latencies.append((message.timestamp - quote_ms) / 1000)
             if time.monotonic() - begun > LATENCY_WARMUP_S:
                 lags.append(_topic_lag(settings))
+                lakehouse_lags.append(_topic_lag(settings, settings.stream.checkpoint_dir))
             if time.monotonic() > deadline + 30:
                 break
         lag_end = _topic_lag(settings)
+        lakehouse_lag_end = _topic_lag(settings, settings.stream.checkpoint_dir)
         sent_rate = replayed[0].sent / replayed[0].elapsed_s if replayed and replayed[0].elapsed_s else 0.0
     finally:
         stop_stream(stream)
         consumer.close()
     half = lags[len(lags) // 2 :] or [0]
+    lakehouse_half = lakehouse_lags[len(lakehouse_lags) // 2 :] or [0]
     pct = (lambda q: float(np.percentile(latencies, q))) if latencies else (lambda q: None)
     return LatencyRun(
         input_events_per_s=rate,
@@ -298,6 +305,9 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
         max_s=max(latencies) if latencies else None,
         lag_end=lag_end,
         lag_growing=lag_end > max(half[0], 2 * rate),
+        lakehouse_lag_end=lakehouse_lag_end,
+        # A lakehouse batch can hold ~a minute of input at low rates: growing means past that and rising.
+        lakehouse_lag_growing=lakehouse_lag_end > max(lakehouse_half[0], 60 * rate),
     )
 
 
@@ -534,6 +544,10 @@ def _print(result: BenchResult, settings: Settings, console: Console) -> None:
             table.add_row(f"    quote -> alert {name}", _seconds(getattr(run, f"{name}_s")))
         table.add_row(
             "    lag at the end", f"{run.lag_end:,} ({'growing' if run.lag_growing else 'bounded'})"
+        )
+        table.add_row(
+            "    lakehouse query's lag at the end",
+            f"{run.lakehouse_lag_end:,} ({'growing' if run.lakehouse_lag_growing else 'bounded'})",
         )
     console.print(table)
     steps = Table(title="(g) per-step profile: median seconds per batch with data, Spark jobs per batch")
