@@ -68,8 +68,10 @@ BENCH_OVERRIDES = (
 @dataclass
 class LatencyRun:
     input_events_per_s: float  # the rate asked for
-    sent_events_per_s: float  # quotes in the topic over the run (the rate the replay reached, roughly)
+    sent_events_per_s: float  # quotes that reached the topic per second of the run (what the replay achieved)
     alerts: int
+    # With no alert of a measured quote back by the end, every latency exceeds this many seconds.
+    latency_above_s: float | None
     p50_s: float | None
     p95_s: float | None
     p99_s: float | None
@@ -93,7 +95,8 @@ class BenchResult:
     ratio_lakehouse_to_raw: float | None = None
     peer_events_per_s: float | None = None
     ratio_lakehouse_to_peer: float | None = None
-    cold_start_s: float | None = None  # launching `surveil stream` -> its first committed batch
+    cold_start_s: float | None = None  # launching `surveil stream` -> its lakehouse query's first commit
+    cold_start_detection_s: float | None = None  # ... -> its detection query's first commit
     cost_growth_ratio: float | None = None  # median batch over GROWTH_ROWS silver rows / over empty tables
     batch_s_empty_tables: float | None = None
     batch_s_full_tables: float | None = None
@@ -267,6 +270,7 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     latencies: list[float] = []
     lags: list[int] = []
     lakehouse_lags: list[int] = []
+    topic_start = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
     begun = time.monotonic()
     deadline = begun + LATENCY_WARMUP_S + seconds
     # Alerts on quotes sent in the warm-up are not counted: the first batches with data load the model
@@ -284,11 +288,14 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
             if time.monotonic() - begun > LATENCY_WARMUP_S:
                 lags.append(_topic_lag(settings))
                 lakehouse_lags.append(_topic_lag(settings, settings.stream.checkpoint_dir))
-            if time.monotonic() > deadline + 30:
+            if time.monotonic() > deadline + 150:  # a replay that cannot reach the rate ends here
                 break
         lag_end = _topic_lag(settings)
         lakehouse_lag_end = _topic_lag(settings, settings.stream.checkpoint_dir)
-        sent_rate = replayed[0].sent / replayed[0].elapsed_s if replayed and replayed[0].elapsed_s else 0.0
+        # From the topic, not the replay's report: at rates the replay cannot reach, it is still sending.
+        topic_end = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
+        sent_rate = (topic_end - topic_start) / (time.monotonic() - begun)
+        measured_for_s = time.time() - measured_from_ms / 1000
     finally:
         stop_stream(stream)
         consumer.close()
@@ -299,6 +306,7 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
         input_events_per_s=rate,
         sent_events_per_s=sent_rate,
         alerts=len(latencies),
+        latency_above_s=None if latencies else measured_for_s,
         p50_s=pct(50),
         p95_s=pct(95),
         p99_s=pct(99),
@@ -311,18 +319,25 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     )
 
 
-def measure_cold_start(settings: Settings) -> float:
-    """Seconds from launching ``surveil stream`` (a new process) to its first committed lakehouse batch."""
-    commits = Path(resolve_local_path(settings.stream.checkpoint_dir)) / "commits"
+def measure_cold_start(settings: Settings) -> tuple[float, float]:
+    """Seconds from launching ``surveil stream`` (a new process) to the first committed batch of its
+    detection query, and of its lakehouse query."""
+    checkpoints = {"detection": detection_checkpoint(settings), "lakehouse": settings.stream.checkpoint_dir}
+    commits = {query: Path(resolve_local_path(path)) / "commits" for query, path in checkpoints.items()}
+    first: dict[str, float] = {}
     started = time.monotonic()
     log = stream_log(settings, "cold_start")
     process = launch_stream(settings, log)
     try:
-        while time.monotonic() - started < 300 and process.poll() is None:
-            if commits.exists() and any(p.name.isdigit() for p in commits.iterdir()):
-                return time.monotonic() - started
+        while time.monotonic() - started < 600 and process.poll() is None and len(first) < len(commits):
+            for query, folder in commits.items():
+                if query not in first and folder.exists() and any(p.name.isdigit() for p in folder.iterdir()):
+                    first[query] = time.monotonic() - started
             time.sleep(0.1)
-        raise RuntimeError(f"surveil stream committed no batch (see {log})")
+        if len(first) < len(commits):
+            missing = ", ".join(sorted(set(commits) - set(first)))
+            raise RuntimeError(f"surveil stream's {missing} query committed no batch (see {log})")
+        return first["detection"], first["lakehouse"]
     finally:
         stop_stream(process)
 
@@ -413,7 +428,8 @@ def run_bench(
     # Each measurement has its own checkpoint and lakehouse under the bench's state dir.
     wipe_run_state(settings)
     shutil.rmtree(resolve_local_path(f"{settings.state_dir}/checkpoints"), ignore_errors=True)
-    shutil.rmtree(resolve_local_path(f"{settings.state_dir}/lakehouse_latency"), ignore_errors=True)
+    for lakehouse in Path(resolve_local_path(settings.state_dir)).glob("lakehouse_*"):
+        shutil.rmtree(lakehouse, ignore_errors=True)
     latency: list[LatencyRun] = []
     try:
         broker.up()
@@ -428,7 +444,7 @@ def run_bench(
                 preloaded = replay_file(
                     write_jsonl(generated, Path(tmp) / "bench.jsonl"), settings.kafka, progress=True
                 ).sent
-            raw = peer = lake_rate = median_batch = cold_start = None
+            raw = peer = lake_rate = median_batch = cold_start = cold_start_detection = None
             batches = None
             empty_batch_s = full_batch_s = None
             profile: dict[str, dict[str, float]] = {}
@@ -458,7 +474,7 @@ def run_bench(
                 cold_settings = _bench_settings(settings, "bench_cold").with_overrides(
                     f"lakehouse.root={settings.state_dir}/lakehouse_cold"
                 )
-                cold_start = measure_cold_start(cold_settings)
+                cold_start_detection, cold_start = measure_cold_start(cold_settings)
             if "growth" in only:
                 console.print(f"(f) per-batch cost over {GROWTH_ROWS:,} silver rows against empty tables...")
                 growth_settings = settings.with_overrides("kafka.topics.quotes=bench_growth_quotes")
@@ -491,6 +507,7 @@ def run_bench(
         latency=latency,
         profile=profile,
         cold_start_s=cold_start,
+        cold_start_detection_s=cold_start_detection,
         cost_growth_ratio=full_batch_s / empty_batch_s if empty_batch_s else None,
         batch_s_empty_tables=empty_batch_s,
         batch_s_full_tables=full_batch_s,
@@ -529,7 +546,10 @@ def _print(result: BenchResult, settings: Settings, console: Console) -> None:
     table.add_row("(d) seeds' design (kafka-python loop)", _rate_text(result.peer_events_per_s))
     table.add_row("(b)/(d)", _ratio_text(result.ratio_lakehouse_to_peer))
     table.add_row("    model scoring in (c)", result.model_scoring)
-    table.add_row("(e) cold start: launch -> first committed batch", _seconds(result.cold_start_s))
+    table.add_row(
+        "(e) cold start: launch -> first committed batch",
+        f"detection {_seconds(result.cold_start_detection_s)}, lakehouse {_seconds(result.cold_start_s)}",
+    )
     table.add_row(
         f"(f) median batch, {GROWTH_ROWS:,} silver rows / empty",
         f"{_seconds(result.batch_s_full_tables)} / {_seconds(result.batch_s_empty_tables)} = "
@@ -540,7 +560,9 @@ def _print(result: BenchResult, settings: Settings, console: Console) -> None:
             f"(c) at {run.input_events_per_s:,.0f} events/s",
             f"sent {run.sent_events_per_s:,.0f}/s, {run.alerts} alerts",
         )
-        for name in ("p50", "p95", "p99", "max"):
+        if run.latency_above_s is not None:
+            table.add_row("    quote -> alert", f"none back within the run: > {run.latency_above_s:.0f} s")
+        for name in ("p50", "p95", "p99", "max") if run.latency_above_s is None else ():
             table.add_row(f"    quote -> alert {name}", _seconds(getattr(run, f"{name}_s")))
         table.add_row(
             "    lag at the end", f"{run.lag_end:,} ({'growing' if run.lag_growing else 'bounded'})"

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -41,12 +42,8 @@ def run_stream(
     # With availableNow the query stops at the offsets that exist when it starts: that is the total.
     total = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values()) if once else None
     query = start_stream(spark, settings, once=once)
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-        query.stop()
-
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    stop_requested = threading.Event()
+    previous = _on_stop_signals(stop_requested, console)
     try:
         with _progress(console, disable=not show_progress) as progress:
             task = progress.add_task(query.name, total=None, batches="")
@@ -61,12 +58,29 @@ def run_stream(
                     batches=f"batch {last.get('batchId', '-')} | {rate:,.0f} rows/s",
                 )
 
-            wait_for(query, show)
+            wait_for(query, show, stop_requested=stop_requested)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if query.isActive:
             query.stop()
+    if stop_requested.is_set():
+        console.print("stopped on request: every query stopped, its checkpoint intact")
     return 0
+
+
+def _on_stop_signals(stop_requested: threading.Event, console: Console) -> dict[int, object]:
+    """SIGTERM and SIGINT set ``stop_requested`` (the wait loop stops the queries); a second one forces
+    the exit. Returns the handlers they replace."""
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if stop_requested.is_set():
+            console.print(f"{signal.Signals(signum).name} again: exiting without waiting for the queries")
+            os._exit(128 + signum)
+        console.print(f"{signal.Signals(signum).name}: stopping the queries (send it again to force)")
+        stop_requested.set()
+
+    return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def query_process_settings(settings: Settings) -> dict[str, Settings]:
@@ -101,7 +115,10 @@ def run_query_processes(
         if role == "detection":
             command.append("--no-progress")  # one progress display: the lakehouse's
         nice = settings.stream.lakehouse_nice if role == "lakehouse" else 0
-        children[role] = subprocess.Popen(command, preexec_fn=(lambda n=nice: os.nice(n)) if nice else None)
+        # Their own session: a terminal's Ctrl-C reaches them once, forwarded from here, not twice.
+        children[role] = subprocess.Popen(
+            command, start_new_session=True, preexec_fn=lambda n=nice: _child_setup(n)
+        )
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for process in children.values():
@@ -124,6 +141,18 @@ def run_query_processes(
     for role in failed:
         console.print(f"[red]the {role} query's process exited with {children[role].returncode}")
     return children[failed[0]].returncode if failed else 0
+
+
+def _child_setup(nice: int) -> None:
+    """In a query's process before it runs: its niceness, and on Linux the parent's death ends it too
+    (a SIGKILLed ``surveil stream`` leaves no query running behind it)."""
+    if nice:
+        os.nice(nice)
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _progress(console: Console, detail: str = "batches", disable: bool = False) -> Progress:

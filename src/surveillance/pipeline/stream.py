@@ -20,6 +20,7 @@ import ast
 import datetime as dt
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -600,10 +601,18 @@ def wait_for(
     query: StreamingQuery | StreamingJob,
     on_tick: Callable[[StreamingQuery], None] | None = None,
     poll_s: float = 0.5,
+    stop_requested: threading.Event | None = None,
 ) -> None:
-    """Block until the query stops, calling ``on_tick`` while it runs; re-raise its failure."""
+    """Block until the query stops, calling ``on_tick`` while it runs; re-raise its failure.
+
+    ``stop_requested`` (set by a signal handler) stops the query from this loop: a handler that called
+    Py4J itself would interrupt the Py4J call this loop is in (a reentrant read of its socket).
+    """
     try:
         while query.isActive:
+            if stop_requested is not None and stop_requested.is_set():
+                query.stop()
+                return
             if on_tick:
                 on_tick(query)
             query.awaitTermination(poll_s)
