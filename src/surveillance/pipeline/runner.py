@@ -115,10 +115,10 @@ def run_query_processes(
         if role == "detection":
             command.append("--no-progress")  # one progress display: the lakehouse's
         nice = settings.stream.lakehouse_nice if role == "lakehouse" else 0
-        # Their own session: a terminal's Ctrl-C reaches them once, forwarded from here, not twice.
-        children[role] = subprocess.Popen(
-            command, start_new_session=True, preexec_fn=lambda n=nice: _child_setup(n)
-        )
+        # Their own process group, so that a terminal's Ctrl-C reaches them once (forwarded from here), but
+        # not their own session: with the kernel's autogroup scheduling each session is one group sharing
+        # the CPU equally with the others, and niceness would order nothing between the two queries.
+        children[role] = subprocess.Popen(command, process_group=0, preexec_fn=lambda n=nice: _child_setup(n))
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for process in children.values():
