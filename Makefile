@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SURVEIL := $(BIN)/surveil
 
-.PHONY: setup demo test test-recovery test-unit kafka-up kafka-down kafka-status bench lint format clean
+.PHONY: setup demo test test-recovery test-chaos test-unit kafka-up kafka-down kafka-status bench lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -22,12 +22,17 @@ setup: $(STAMP)
 demo: setup
 	$(SURVEIL) demo
 
-# Everything but the crash/restart suite (marked slow: it cold-starts the stream a dozen times); CI runs both.
+# Everything but the crash/restart suite (marked slow: it cold-starts the stream a dozen times) and the
+# fault-injection suite (chaos); CI runs all three.
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not chaos"
 
 test-recovery: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# Faults other than crashes (a stop on SIGTERM, ...): each case runs the stream as its own process.
+test-chaos: setup
+	$(BIN)/python -m pytest -q -m chaos
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

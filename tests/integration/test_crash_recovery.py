@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,66 +19,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from deltalake import DeltaTable
-from kafka import KafkaConsumer
+from stream_process import alert_ids_on_topic, run_stream, stream_command
 
-from surveillance.config import Settings
 from surveillance.ingestion.contract import quote_to_json
 from surveillance.ingestion.generator import GeneratedQuotes
 from surveillance.kafka.admin import ensure_topics
-from surveillance.pipeline.stream import CRASH_ENV
 
 if TYPE_CHECKING:
     from conftest import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _overrides(settings: Settings) -> list[str]:
-    return [
-        f"state_dir={settings.state_dir}",
-        f"kafka.bootstrap_servers={settings.kafka.bootstrap_servers}",
-        f"kafka.topics.quotes={settings.kafka.topics.quotes}",
-        f"kafka.topics.alerts={settings.kafka.topics.alerts}",
-        f"lakehouse.root={settings.lakehouse.root}",
-        f"stream.checkpoint_dir={settings.stream.checkpoint_dir}",
-        f"stream.max_offsets_per_trigger={settings.stream.max_offsets_per_trigger}",
-        f"detection.max_offsets_per_trigger={settings.detection.max_offsets_per_trigger}",
-        "spark.master=local[2]",
-        "spark.shuffle_partitions=2",
-        f"quality.enabled={str(settings.quality.enabled).lower()}",
-        *(
-            f"quality.suites.{suite}.{name}.severity={spec.severity}"
-            for suite in ("silver_quotes", "gold_bars_1m")
-            for name, spec in getattr(settings.quality.suites, suite).items()
-        ),
-    ]
-
-
-def _stream_command(settings: Settings) -> list[str]:
-    sets = [arg for value in _overrides(settings) for arg in ("--set", value)]
-    return [sys.executable, "-m", "surveillance.cli", *sets, "stream", "--once"]
-
-
-def _run_stream(settings: Settings, crash_at: str | None = None, timeout: float = 600) -> int:
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-    if crash_at:
-        env[CRASH_ENV] = crash_at
-    done = subprocess.run(_stream_command(settings), env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode not in (0, 86):
-        raise AssertionError(f"stream exited {done.returncode}:\n{done.stderr[-4000:]}")
-    return done.returncode
-
-
-def _alert_ids_on_topic(settings: Settings) -> list[str]:
-    consumer = KafkaConsumer(
-        settings.kafka.topics.alerts,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-        **settings.kafka.client_options(),
-    )
-    ids = [json.loads(message.value)["alert_id"] for message in consumer]
-    consumer.close()
-    return ids
 
 
 @pytest.fixture
@@ -128,8 +77,8 @@ def test_crash_at_every_step_of_a_batch_then_restart(
     jump, quotes, position, lines = _two_batches_around_a_jump(pipeline, dirty_quotes)
 
     for step in CRASH_SEQUENCE:
-        assert _run_stream(pipeline.settings, crash_at=f"{step}:1") == 86, step
-    assert _run_stream(pipeline.settings) == 0
+        assert run_stream(pipeline.settings, crash_at=f"{step}:1") == 86, step
+    assert run_stream(pipeline.settings) == 0
 
     bronze = pipeline.pandas("bronze_quotes")
     silver = pipeline.pandas("silver_quotes")
@@ -145,7 +94,7 @@ def test_crash_at_every_step_of_a_batch_then_restart(
     assert batch_of[previous] == 0 and batch_of[jump.event_id] == 1, "the jump must straddle the crashes"
 
     # Kafka may carry re-sent alerts after a crash between publish and commit (at least once), never fewer.
-    assert set(_alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)
+    assert set(alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)
 
     gold = pipeline.pandas("gold_bars_1m").sort_values(["symbol", "bar_start"], ignore_index=True)
     expected = expected_bars(quotes)
@@ -166,14 +115,14 @@ def test_alerts_committed_but_not_in_the_table_come_back_from_the_topic(
     # its append leaves its alerts on the topic only, and the query never replays that batch.
     pipeline = single_partition
     jump, quotes, _, _ = _two_batches_around_a_jump(pipeline, dirty_quotes)
-    assert _run_stream(pipeline.settings, crash_at="detect-table:1") == 86
-    on_topic = _alert_ids_on_topic(pipeline.settings)
+    assert run_stream(pipeline.settings, crash_at="detect-table:1") == 86
+    on_topic = alert_ids_on_topic(pipeline.settings)
     assert jump.event_id not in set(pipeline.pandas("alerts").event_id)
 
-    assert _run_stream(pipeline.settings) == 0
+    assert run_stream(pipeline.settings) == 0
     alerts = pipeline.pandas("alerts")
     assert not alerts.alert_id.duplicated().any()
-    assert set(alerts.alert_id) == set(on_topic) == set(_alert_ids_on_topic(pipeline.settings))
+    assert set(alerts.alert_id) == set(on_topic) == set(alert_ids_on_topic(pipeline.settings))
     jumps = alerts[alerts.rule == "price_jump"]
     assert list(jumps.event_id) == [jump.event_id] and set(jumps.batch_id) == {1}
     assert (
@@ -188,7 +137,7 @@ def test_sigkill_at_any_moment_then_restart(
     pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=5000")
     sent = pipeline.send(dirty_quotes)
     process = subprocess.Popen(
-        _stream_command(pipeline.settings),
+        stream_command(pipeline.settings),
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "first.log").open("w"),
         start_new_session=True,
@@ -208,7 +157,7 @@ def test_sigkill_at_any_moment_then_restart(
     process.wait()
     assert len(DeltaTable(pipeline.locations["stream_progress"]).to_pandas()) >= 1
 
-    assert _run_stream(pipeline.settings) == 0
+    assert run_stream(pipeline.settings) == 0
 
     bronze = pipeline.pandas("bronze_quotes")
     silver = pipeline.pandas("silver_quotes")
@@ -224,42 +173,4 @@ def test_sigkill_at_any_moment_then_restart(
     assert set(alerts[alerts.rule == "price_jump"].event_id) == set(
         labels[labels.anomaly_type == "price_jump"].event_id
     )
-    assert set(_alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)
-
-
-def test_sigterm_stops_both_query_processes_cleanly_and_a_restart_finishes(
-    pipeline: Pipeline, dirty_quotes: GeneratedQuotes, tmp_path: Path
-) -> None:
-    # `surveil stream` as a service runs it: no --once, both queries in their own processes (conf/local.yml).
-    pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=5000")
-    sent = pipeline.send(dirty_quotes)
-    command = [arg for arg in _stream_command(pipeline.settings) if arg != "--once"]
-    log = tmp_path / "stream.log"
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True
-    )
-    progress_log = Path(pipeline.locations["stream_progress"]) / "_delta_log"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if progress_log.exists() and len(list(progress_log.glob("*.json"))) >= 3:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, f"the stream ended before it was stopped:\n{log.read_text()[-4000:]}"
-
-    process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError(f"no stop within 120 s of SIGTERM:\n{log.read_text()[-4000:]}") from None
-    stderr = log.read_text()
-    assert code == 0, stderr[-4000:]
-    assert stderr.count("SIGTERM: stopping the queries") == 2  # forwarded once to each query's process
-    assert "Traceback" not in stderr and "reentrant call" not in stderr, stderr[-4000:]
-
-    assert _run_stream(pipeline.settings) == 0
-    bronze = pipeline.pandas("bronze_quotes")
-    alerts = pipeline.pandas("alerts")
-    assert len(bronze) == sent and not bronze.duplicated(["partition", "offset"]).any()
-    assert not alerts.alert_id.duplicated().any()
-    assert set(_alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)
+    assert set(alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)

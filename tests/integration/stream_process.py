@@ -1,0 +1,66 @@
+"""The streaming job as its own process (``python -m surveillance.cli stream``), as in production: the
+suites that crash, kill and stop it share these."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from kafka import KafkaConsumer
+
+from surveillance.config import Settings
+from surveillance.pipeline.stream import CRASH_ENV
+
+
+def stream_overrides(settings: Settings) -> list[str]:
+    """``--set`` assignments that give a new process the test's settings (broker, topics, tables, suites)."""
+    return [
+        f"state_dir={settings.state_dir}",
+        f"kafka.bootstrap_servers={settings.kafka.bootstrap_servers}",
+        f"kafka.topics.quotes={settings.kafka.topics.quotes}",
+        f"kafka.topics.alerts={settings.kafka.topics.alerts}",
+        f"lakehouse.root={settings.lakehouse.root}",
+        f"stream.checkpoint_dir={settings.stream.checkpoint_dir}",
+        f"stream.max_offsets_per_trigger={settings.stream.max_offsets_per_trigger}",
+        f"detection.max_offsets_per_trigger={settings.detection.max_offsets_per_trigger}",
+        "spark.master=local[2]",
+        "spark.shuffle_partitions=2",
+        f"quality.enabled={str(settings.quality.enabled).lower()}",
+        *(
+            f"quality.suites.{suite}.{name}.severity={spec.severity}"
+            for suite in ("silver_quotes", "gold_bars_1m")
+            for name, spec in getattr(settings.quality.suites, suite).items()
+        ),
+    ]
+
+
+def stream_command(settings: Settings) -> list[str]:
+    """``surveil stream --once`` with these settings, as a command line."""
+    sets = [arg for value in stream_overrides(settings) for arg in ("--set", value)]
+    return [sys.executable, "-m", "surveillance.cli", *sets, "stream", "--once"]
+
+
+def run_stream(settings: Settings, crash_at: str | None = None, timeout: float = 600) -> int:
+    """Run :func:`stream_command` to its end (or to the crash point ``crash_at``); its exit code."""
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    done = subprocess.run(stream_command(settings), env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode not in (0, 86):
+        raise AssertionError(f"stream exited {done.returncode}:\n{done.stderr[-4000:]}")
+    return done.returncode
+
+
+def alert_ids_on_topic(settings: Settings) -> list[str]:
+    """Every alert_id on the alerts topic, re-sends included."""
+    consumer = KafkaConsumer(
+        settings.kafka.topics.alerts,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        **settings.kafka.client_options(),
+    )
+    ids = [json.loads(message.value)["alert_id"] for message in consumer]
+    consumer.close()
+    return ids
