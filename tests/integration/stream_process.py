@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from kafka import KafkaConsumer
 
 from surveillance.config import Settings
+from surveillance.pipeline.detection import detection_checkpoint
 from surveillance.pipeline.stream import CRASH_ENV
 
 
@@ -64,3 +66,38 @@ def alert_ids_on_topic(settings: Settings) -> list[str]:
     ids = [json.loads(message.value)["alert_id"] for message in consumer]
     consumer.close()
     return ids
+
+
+def query_processes_alive(settings: Settings) -> list[int]:
+    """Pids of running query processes of this pipeline (``surveil stream``'s children, by their settings
+    files under the state dir): none may outlive their parent."""
+    marker = f"{settings.state_dir}/processes/"
+    alive = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and "--settings-json" in cmdline:
+            alive.append(int(proc.name))
+    return alive
+
+
+def checkpoint_entries(settings: Settings) -> set[tuple[str, str, str]]:
+    """(query, "offsets" | "commits", batch) of both queries' checkpoints: a batch is started when its
+    offsets are written and done when its commit is."""
+    checkpoints = {"lakehouse": settings.stream.checkpoint_dir, "detection": detection_checkpoint(settings)}
+    return {
+        (query, kind, entry.name)
+        for query, folder in checkpoints.items()
+        for kind in ("offsets", "commits")
+        for entry in (Path(folder) / kind).glob("[0-9]*")
+    }
+
+
+def batches_in_flight(settings: Settings) -> list[str]:
+    """The queries with a micro-batch started and not committed: work under way."""
+    entries = checkpoint_entries(settings)
+    return sorted(
+        {q for q, kind, batch in entries if kind == "offsets" and (q, "commits", batch) not in entries}
+    )

@@ -1,26 +1,115 @@
-"""Faults a production stream meets, other than a crash: being stopped, ... (make test-chaos).
+"""Faults a production stream meets (make test-chaos): SIGKILL again and again, being stopped, ...
 
-Each case runs ``surveil stream`` as its own process and audits the tables with delta-rs afterwards.
+Each case runs ``surveil stream`` as its own process (both queries in their own processes, as
+conf/local.yml has it) and audits the tables with delta-rs afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
-from stream_process import alert_ids_on_topic, run_stream, stream_command
+from deltalake import DeltaTable
+from stream_process import (
+    alert_ids_on_topic,
+    batches_in_flight,
+    checkpoint_entries,
+    query_processes_alive,
+    run_stream,
+    stream_command,
+)
 
-from surveillance.ingestion.generator import GeneratedQuotes
+from surveillance.ingestion.generator import GeneratedQuotes, generate_quotes
 
 if TYPE_CHECKING:
     from conftest import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+KILLS = 10
+
+
+def _audit(pipeline: Pipeline, generated: GeneratedQuotes, sent: int, expected_bars: Callable) -> dict:
+    """Every table read with delta-rs (not Spark): each sent record once in bronze, each valid distinct
+    event_id once in silver, each malformed line once in quarantine with a reason, gold equal to pandas
+    bars of silver's on-time quotes, alerts unique and every injected jump alerted on its own event_id."""
+    audited = ("bronze_quotes", "silver_quotes", "quarantine_quotes", "gold_bars_1m", "alerts")
+    tables = {name: DeltaTable(pipeline.locations[name]).to_pandas() for name in audited}
+    bronze, silver, quarantine = tables["bronze_quotes"], tables["silver_quotes"], tables["quarantine_quotes"]
+    alerts, manifest, labels = tables["alerts"], generated.manifest, generated.labels
+    assert len(bronze) == sent and not bronze.duplicated(["partition", "offset"]).any()
+    assert set(silver.event_id) == set(generated.quotes.event_id) and not silver.event_id.duplicated().any()
+    assert len(quarantine) == int((manifest.kind == "malformed").sum())
+    assert quarantine.reason.notna().all() and (quarantine.reason != "").all()
+    late = set(silver[silver.is_late].event_id)
+    gold = tables["gold_bars_1m"].sort_values(["symbol", "bar_start"], ignore_index=True)
+    expected = expected_bars(generated.quotes[~generated.quotes.event_id.isin(late)])
+    assert len(gold) == len(expected)
+    for column in ("open", "high", "low", "close"):
+        assert np.allclose(gold[column], expected[column]), column
+    assert (gold.volume == expected.volume).all() and (gold.trade_count == expected.trade_count).all()
+    assert not alerts.alert_id.duplicated().any()
+    jumps = set(labels[labels.anomaly_type == "price_jump"].event_id)
+    assert jumps <= set(alerts[alerts.rule == "price_jump"].event_id)
+    assert set(alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)
+    return {name: len(frame) for name, frame in tables.items()}
+
+
+def test_kill_9_loop_then_restart_loses_nothing_and_duplicates_nothing(
+    pipeline: Pipeline, tmp_path: Path, expected_bars: Callable
+) -> None:
+    # 50,400 quotes of 16 symbols with duplicates, malformed and late lines and injected jumps and spikes.
+    generated = generate_quotes(symbols=16, minutes=105, seed=13, inject_anomalies=True, dirty=True)
+    pipeline.settings = pipeline.settings.with_overrides(
+        "stream.max_offsets_per_trigger=3000", "detection.max_offsets_per_trigger=3000"
+    )
+    sent = pipeline.send(generated)
+    chance = random.Random(2026)
+    hits: list[list[str]] = []
+    for kill in range(KILLS):
+        log = tmp_path / f"run_{kill}.log"
+        process = subprocess.Popen(
+            stream_command(pipeline.settings),
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 240
+        # Once this run has written to a checkpoint (it is past its start-up and working), kill it at a
+        # random moment, and only with a batch under way (offsets written, no commit yet).
+        before = checkpoint_entries(pipeline.settings)
+        while time.monotonic() < deadline and process.poll() is None:
+            if checkpoint_entries(pipeline.settings) - before:
+                break
+            time.sleep(0.05)
+        time.sleep(chance.uniform(0.0, 2.0))
+        while time.monotonic() < deadline and process.poll() is None:
+            if batches_in_flight(pipeline.settings):
+                break
+            time.sleep(0.05)
+        busy = batches_in_flight(pipeline.settings)
+        assert process.poll() is None, f"run {kill} ended before its kill:\n{log.read_text()[-3000:]}"
+        assert busy, f"run {kill}: no batch under way to kill"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        hits.append(busy)
+        for _ in range(50):  # the query processes die with their parent (PR_SET_PDEATHSIG)
+            if not query_processes_alive(pipeline.settings):
+                break
+            time.sleep(0.1)
+        assert not query_processes_alive(pipeline.settings), "a query process outlived its killed parent"
+
+    assert run_stream(pipeline.settings, timeout=900) == 0
+    counts = _audit(pipeline, generated, sent, expected_bars)
+    assert counts["bronze_quotes"] == sent >= 50_000 and len(hits) == KILLS
 
 
 def test_sigterm_stops_both_query_processes_cleanly_and_a_restart_finishes(
