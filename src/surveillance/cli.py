@@ -31,7 +31,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     from surveillance.kafka.broker import ensure_broker_jars
-    from surveillance.spark import get_spark
+    from surveillance.spark import build_class_archive, class_archive_is_current, get_spark
 
     settings = _settings(args)
     with console.status("resolving the Kafka broker's jars (Maven Central, cached)..."):
@@ -42,6 +42,10 @@ def cmd_setup(args: argparse.Namespace) -> int:
         spark.range(1).count()
         spark.stop()
     console.print("Spark, Delta and the Kafka connector are ready")
+    if settings.spark.class_archive and not class_archive_is_current():
+        with console.status("writing the driver JVM's class-data archive (a faster start of every run)..."):
+            archive = build_class_archive(settings)
+        console.print(f"class-data archive: {archive}")
     return 0
 
 

@@ -76,6 +76,8 @@ class SparkSettings(_Strict):
     driver_memory: str = "2g"
     ui_enabled: bool = False
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    # A local driver JVM maps the class-data archive `surveil setup` writes (a faster start; see spark.py).
+    class_archive: bool = True
     conf: dict[str, str] = Field(default_factory=dict)
 
     _text_options = field_validator("conf", mode="before")(_stringify_options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -329,24 +331,32 @@ def _ensure_schema(spark: SparkSession, location: str) -> None:
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
 
 
-def ensure_tables(spark: SparkSession, locations: dict[str, str]) -> None:
-    """Create every table (empty, with its schema and partitioning) if it does not exist yet.
+def ensure_tables(spark: SparkSession, locations: dict[str, str], names: Iterable[str] | None = None) -> None:
+    """Create the tables ``names`` (default: every one) if they do not exist yet: empty, with their schema
+    and partitioning.
 
     A table created by an earlier version gets the columns added since (additive evolution only: the
-    rows already written read NULL there).
+    rows already written read NULL there). The tables are looked at side by side: each look loads a Delta
+    snapshot, mostly driver-side waiting, and a streaming query's restart waits for all of them.
     """
-    for name, spec in TABLES.items():
-        for attempt in range(5):
-            try:
-                _ensure_table(spark, spec, locations[name])
-                break
-            except Exception:
-                # Another process creating the same tables at the same moment (the other query's, with
-                # stream.processes: 2) makes one of the two first commits fail, or finds the table half
-                # made: look again once it is done.
-                if attempt == 4:
-                    raise
-                time.sleep(1)
+    wanted = list(TABLES) if names is None else list(dict.fromkeys(names))
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="ensure-table") as pool:
+        for done in [pool.submit(_ensure_table_retrying, spark, TABLES[n], locations[n]) for n in wanted]:
+            done.result()
+
+
+def _ensure_table_retrying(spark: SparkSession, spec: TableSpec, location: str) -> None:
+    for attempt in range(5):
+        try:
+            _ensure_table(spark, spec, location)
+            return
+        except Exception:
+            # Another process creating the same tables at the same moment (the other query's, with
+            # stream.processes: 2) makes one of the two first commits fail, or finds the table half
+            # made: look again once it is done.
+            if attempt == 4:
+                raise
+            time.sleep(1)
 
 
 def _ensure_table(spark: SparkSession, spec: TableSpec, location: str) -> None:

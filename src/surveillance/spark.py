@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -68,6 +69,68 @@ def scheduler_pools_file(settings: Settings) -> Path:
     return path
 
 
+# The driver JVM's class-data archive (JDK AppCDS): the classes a stream's start loads (Spark SQL, Delta,
+# the Kafka source, the state store), parsed and verified once by `surveil setup` and mapped by every later
+# start. Measured here: the detection query's start-up falls from ~27 s to ~20 s. The JVM checks the archive
+# against its own build and class path and ignores one that does not match (-Xshare:auto).
+CLASS_ARCHIVE = "spark-driver.jsa"
+
+
+def class_archive() -> Path:
+    return jar_cache() / CLASS_ARCHIVE
+
+
+def _class_archive_key() -> str:
+    from importlib.metadata import version
+
+    java = shutil.which("java") or os.environ.get("JAVA_HOME", "")
+    return json.dumps(
+        {"java": os.path.realpath(java), "pyspark": version("pyspark"), "delta": version("delta-spark")}
+    )
+
+
+def class_archive_is_current() -> bool:
+    """Whether the class-data archive exists and was made by this Java, PySpark and Delta."""
+    stamp = class_archive().with_suffix(".json")
+    return class_archive().exists() and stamp.exists() and stamp.read_text() == _class_archive_key()
+
+
+def _driver_java_options(configured: str | None, archive_out: Path | None = None) -> str:
+    """The driver's JVM options: the configured ones, after the class-data archive's (mapped if current,
+    or written at exit to ``archive_out``); the archive's own log lines are off either way."""
+    cds = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+    if archive_out is not None:
+        cds = f"-XX:ArchiveClassesAtExit={archive_out} {cds}"
+    elif class_archive_is_current():
+        cds = f"-XX:SharedArchiveFile={class_archive()} -Xshare:auto {cds}"
+    else:
+        cds = ""
+    return " ".join(part for part in (cds, configured or "") if part)
+
+
+def build_class_archive(settings: Settings) -> Path:
+    """Write the driver's class-data archive: a child process starts Spark, runs what a stream's start
+    runs (Delta create/append/MERGE/read, a Kafka source planned, a stateful pandas stream into Delta by
+    foreachBatch) and exits; its JVM dumps every class it loaded."""
+    target = class_archive()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    env = {**os.environ, "SURVEIL_CLASS_ARCHIVE_OUT": str(partial)}
+    done = subprocess.run(
+        [sys.executable, "-m", "surveillance.warmup", settings.to_json()],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not partial.exists():
+        raise RuntimeError(f"could not write the class-data archive:\n{done.stderr[-3000:]}")
+    partial.replace(target)
+    target.with_suffix(".json").write_text(_class_archive_key())
+    return target
+
+
 def _running_on_cluster() -> bool:
     # Databricks and spark-submit start the JVM themselves (with their own jars / --packages); pyspark
     # then connects to it through PYSPARK_GATEWAY_PORT instead of launching one.
@@ -110,6 +173,13 @@ def get_spark(settings: Settings, app_name: str | None = None) -> SparkSession:
         "spark.sql.constraintPropagation.enabled": "false",
     }
     spark_conf.update(settings.spark.conf)
+    if settings.spark.class_archive and not _running_on_cluster():
+        archive_out = os.environ.get("SURVEIL_CLASS_ARCHIVE_OUT")
+        options = _driver_java_options(
+            spark_conf.get("spark.driver.extraJavaOptions"), Path(archive_out) if archive_out else None
+        )
+        if options:
+            spark_conf["spark.driver.extraJavaOptions"] = options
     if settings.spark.master and not _running_on_cluster():
         # Under spark-submit the master is the one given to it (--master), never a configured one.
         builder = builder.master(settings.spark.master)

@@ -12,7 +12,9 @@ computed in the detection query's state operator, or per symbol in a backfill): 
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +99,13 @@ class LoadedModel:
         if self._broadcast is None:
             object.__setattr__(self, "_broadcast", spark.sparkContext.broadcast(self.model))
         return self._broadcast
+
+
+def preload_mlflow() -> threading.Thread:
+    """Import MLflow's model loading in the background (seconds of Python), e.g. while Spark starts."""
+    thread = threading.Thread(target=lambda: importlib.import_module("mlflow.pyfunc"), daemon=True)
+    thread.start()
+    return thread
 
 
 class ChampionModel:

@@ -175,14 +175,20 @@ def last_committed_batch(spark: SparkSession, checkpoint: str) -> int:
     return max((int(name) for name in names if name.isdigit()), default=-1)
 
 
-def _checkpoint_id(spark: SparkSession, checkpoint: str) -> str | None:
-    metadata = os.path.join(checkpoint, "metadata")
-    if not os.path.exists(metadata) and "://" not in checkpoint:
+def checkpoint_query_id(spark: SparkSession, checkpoint: str) -> str | None:
+    """The query id a checkpoint's ``metadata`` file holds (None: no checkpoint yet), read through the
+    Hadoop file system (any store Spark reads) rather than with a Spark job: a restart waits for it."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint.rstrip('/')}/metadata")
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
         return None
+    stream = fs.open(path)
     try:
-        return json.loads(spark.read.text(metadata).first()[0])["id"]
-    except Exception:  # no checkpoint yet: a new stream
-        return None
+        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+        return json.loads(reader.readLine())["id"]
+    finally:
+        stream.close()
 
 
 class AlertBatchWriter:
@@ -196,12 +202,17 @@ class AlertBatchWriter:
         self.query_name = settings.detection.query_name
         self.quality_on = settings.quality.enabled
         self.champion = ChampionModel(settings) if settings.models.scoring.enabled else None
-        if self.champion is not None:
-            self.champion.current()  # loaded before the first batch, not inside it
-        self.publisher = AlertPublisher(settings.kafka)
-        self._stream_id = _checkpoint_id(spark, self.checkpoint)
-        # Only the last batch before a crash can be replayed: the table says up to where alerts committed.
-        self._appended_up_to = self._recover_alerts()
+        # A restart waits for all of this before its first batch: the model loads (MLflow, mostly Python)
+        # while the alerts recovery waits on Spark.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="champion-load") as loader:
+            loading = loader.submit(self.champion.current) if self.champion is not None else None
+            self.publisher = AlertPublisher(settings.kafka)
+            self._stream_id = checkpoint_query_id(spark, self.checkpoint)
+            # Only the last batch before a crash can be replayed: the table says up to where alerts
+            # committed.
+            self._appended_up_to = self._recover_alerts()
+            if loading is not None:
+                loading.result()  # loaded before the first batch, not inside it
         self.appender = AlertTableAppender(spark, self.locations[ALERTS.name], self._append_hook)
         self._progress: list[dict] = []
         self._progress_lock = threading.Lock()
@@ -256,7 +267,7 @@ class AlertBatchWriter:
 
     def stream_id(self) -> str:
         if self._stream_id is None:
-            self._stream_id = _checkpoint_id(self.spark, self.checkpoint)
+            self._stream_id = checkpoint_query_id(self.spark, self.checkpoint)
         assert self._stream_id is not None, "the query writes its checkpoint metadata before a batch"
         return self._stream_id
 

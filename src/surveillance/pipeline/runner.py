@@ -18,6 +18,7 @@ from rich.table import Table
 
 from surveillance.config import Settings, resolve_local_path
 from surveillance.kafka.admin import topic_end_offsets
+from surveillance.models.scoring import preload_mlflow
 from surveillance.pipeline.backfill import STEPS, BackfillReport, EventRange, run_backfill
 from surveillance.pipeline.stream import processed_offsets, start_stream, wait_for
 from surveillance.quality.validation import preload_great_expectations
@@ -36,8 +37,11 @@ def run_stream(
     if settings.stream.processes == 2 and settings.stream.enabled and settings.detection.enabled:
         return run_query_processes(settings, once, console=console)
     console = console or Console(stderr=True)
-    if settings.quality.enabled:
-        preload_great_expectations()  # overlaps the import with Spark's start-up
+    # The imports overlap Spark's start-up (a restart waits for both).
+    if settings.quality.enabled and settings.stream.enabled:
+        preload_great_expectations()
+    if settings.models.scoring.enabled and settings.detection.enabled:
+        preload_mlflow()
     spark = get_spark(settings)
     # With availableNow the query stops at the offsets that exist when it starts: that is the total.
     total = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values()) if once else None

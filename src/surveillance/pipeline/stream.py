@@ -33,7 +33,7 @@ from pyspark.sql.streaming.state import GroupStateTimeout
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
-from surveillance.pipeline.detection import AlertBatchWriter, start_detection
+from surveillance.pipeline.detection import AlertBatchWriter, checkpoint_query_id, start_detection
 from surveillance.pipeline.layers import (
     route_quotes,
     silver_extra_fields,
@@ -177,8 +177,8 @@ class QuoteBatchWriter:
         collide with an earlier stream's batches.
         """
         if self._stream_id is None:
-            metadata = self.spark.read.text(f"{self.checkpoint}/metadata").first()
-            self._stream_id = json.loads(metadata[0])["id"]
+            self._stream_id = checkpoint_query_id(self.spark, self.checkpoint)
+            assert self._stream_id is not None, "the query writes its checkpoint metadata before a batch"
         return self._stream_id
 
     def _this_batch(self, batch_id: int) -> Column:
@@ -547,13 +547,34 @@ def lakehouse_state_step(
     )
 
 
+# The tables each query writes (its start creates them if missing); the backfill's own are created by it.
+DETECTION_TABLES = ("alerts", "stream_progress")
+LAKEHOUSE_TABLES = (
+    "bronze_quotes",
+    "quarantine_quotes",
+    "silver_quotes",
+    "gold_bars_1m",
+    "dq_results",
+    "stream_progress",
+)
+
+
+def tables_written(settings: Settings) -> list[str]:
+    """The tables the enabled queries write: a query's process checks no other table at its start."""
+    names = [
+        *(DETECTION_TABLES if settings.detection.enabled else ()),
+        *(LAKEHOUSE_TABLES if settings.stream.enabled else ()),
+    ]
+    return list(dict.fromkeys(names))
+
+
 def start_stream(spark: SparkSession, settings: Settings, once: bool = False) -> StreamingJob:
     """Create the tables if needed and start the enabled queries (``once``: process what is there, then
     stop).
 
     The detection query starts first, in the ``detection`` FAIR pool; the lakehouse query in its own.
     """
-    ensure_tables(spark, table_locations(settings))
+    ensure_tables(spark, table_locations(settings), tables_written(settings))
     detection, detection_writer = None, None
     if settings.detection.enabled:
         records = read_quotes(spark, settings, settings.detection.max_offsets_per_trigger)
