@@ -118,18 +118,39 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from surveillance.ingestion.replay import replay_file
+    import datetime as dt
+
+    from surveillance.config import resolve_local_path
+    from surveillance.ingestion.replay import record_ranges, replay_file
 
     settings = _settings(args)
-    result = replay_file(Path(args.file), settings.kafka, topic=args.topic, rate=args.rate, progress=True)
+    source = Path(args.file)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    unsent = Path(resolve_local_path(settings.state_dir)) / "replay" / f"{source.stem}.unsent.{stamp}.jsonl"
+    unsent.parent.mkdir(parents=True, exist_ok=True)
+    result = replay_file(
+        source,
+        settings.kafka,
+        topic=args.topic,
+        rate=args.rate,
+        progress=True,
+        retry_for_s=args.retry_for,
+        unsent_out=unsent,
+    )
     console.print(
         f"sent {result.sent:,} messages ({result.skipped_blank} blank lines skipped, {result.failed} failed) "
         f"in {result.elapsed_s:.1f}s"
     )
-    if result.failed:
-        console.print(f"[red]first error: {result.first_error}")
-        return 1
-    return 0
+    if result.ok:
+        return 0
+    if result.failed_records:
+        console.print(f"[red]not acknowledged: records {record_ranges(result.failed_records)}")
+    if result.not_attempted_from is not None:
+        console.print(f"[red]not attempted: from record {result.not_attempted_from} to the end of the file")
+    console.print(f"[red]first error: {result.first_error}")
+    if result.unsent_file is not None:
+        console.print(f"every record not sent is in {result.unsent_file} (replay it to send them)")
+    return 1
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -376,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=None, help="events per second (default: as fast as possible)"
     )
     replay.add_argument("--topic", default=None, help="default: kafka.topics.quotes")
+    replay.add_argument(
+        "--retry-for",
+        type=float,
+        default=120.0,
+        help="seconds each record is retried through a broker outage before it counts as failed",
+    )
     replay.set_defaults(func=cmd_replay)
 
     stream = commands.add_parser("stream", parents=[common], help="run the streaming job")

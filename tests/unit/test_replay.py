@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from surveillance.ingestion.replay import (
     iter_csv_rows,
     iter_lines,
     key_for_line,
+    record_ranges,
     replay_file,
 )
 
@@ -333,3 +335,38 @@ def test_replay_with_progress_bar_runs(tmp_path: Path) -> None:
     path.write_text('{"symbol":"A"}\n' * 1200)
     result = replay_file(path, KafkaSettings(), progress=True, producer=FakeProducer())
     assert result.sent == 1200
+
+
+def test_replay_lists_and_writes_every_record_not_sent(tmp_path: Path) -> None:
+    # Record 2 raises, 4 and 8 fail in the errback, then the broker is gone for good at record 9.
+    class GoneAtNine(FakeProducer):
+        def send(self, topic: str, value: bytes, key: bytes | None = None) -> Future:
+            if len(self.sent) == 8:
+                self.sent.append((topic, value, key))
+                raise KafkaTimeoutError("Failed to update metadata after 120.0 secs.")
+            return super().send(topic, value, key)
+
+    path = tmp_path / "q.jsonl"
+    lines = [f'{{"symbol":"S{n}"}}' for n in range(1, 13)]
+    path.write_text("".join(f"{line}\n" for line in lines))
+    result = _replay(path, GoneAtNine(fail_every=4, raise_on={2}), unsent_out=tmp_path / "unsent.jsonl")
+    assert result.failed_records == (2, 4, 8, 9) and result.not_attempted_from == 10
+    assert (result.sent, result.failed, result.stopped_early) == (5, 4, True)
+    assert result.unsent_file is not None
+    unsent = result.unsent_file.read_text().splitlines()
+    assert unsent == [lines[n - 1] for n in (2, 4, 8, 9, 10, 11, 12)]
+    assert record_ranges(result.failed_records) == "2, 4, 8-9"
+
+
+def test_replay_says_what_waits_while_nothing_is_acknowledged(tmp_path: Path) -> None:
+    class Silent(FakeProducer):
+        def flush(self, timeout: float | None = None) -> None:
+            time.sleep(0.35)  # the broker away: nothing acknowledged for a while
+            super().flush(timeout)
+
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"symbol":"A"}\n' * 3)
+    said: list[str] = []
+    result = _replay(path, Silent(defer=True), say=said.append, stall_every_s=0.1)
+    assert result.sent == 3 and result.ok
+    assert said and said[0].startswith("waiting for the broker: 3 record(s) unacknowledged")

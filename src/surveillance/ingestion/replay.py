@@ -49,6 +49,11 @@ class ReplayResult:
     elapsed_s: float
     first_error: str | None = None
     stopped_early: bool = False  # the broker could not be reached: the rest of the file was not attempted
+    # Record numbers (1-based, blank lines counted: a JSONL file's line numbers) the broker never
+    # acknowledged, and the first one not attempted after a stop (None: every record was attempted).
+    failed_records: tuple[int, ...] = ()
+    not_attempted_from: int | None = None
+    unsent_file: Path | None = None  # every record not sent, as sent, to replay as it is
 
     @property
     def attempted(self) -> int:
@@ -176,17 +181,28 @@ class _Tally:
         self._lock = threading.Lock()
         self.attempted = self.sent = self.failed = 0
         self.first_error: str | None = None
+        self.failed_records: dict[int, bytes] = {}  # record number -> the value not sent
+        self.pending: dict[int, bytes] = {}  # sent, not yet acknowledged
+        self.last_ack = time.monotonic()
         self._closed = False
 
-    def ok(self, _metadata: Any = None) -> None:
+    def sending(self, record: int, value: bytes) -> None:
         with self._lock:
-            if not self._closed:
+            self.attempted += 1
+            self.pending[record] = value
+
+    def ok(self, record: int, _metadata: Any = None) -> None:
+        with self._lock:
+            self.last_ack = time.monotonic()
+            if not self._closed and self.pending.pop(record, None) is not None:
                 self.sent += 1
 
-    def fail(self, error: BaseException | str) -> None:
+    def fail(self, record: int, error: BaseException | str) -> None:
         with self._lock:
-            if not self._closed:
+            value = self.pending.pop(record, None)
+            if not self._closed and value is not None:
                 self.failed += 1
+                self.failed_records[record] = value
                 if self.first_error is None:
                     self.first_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
@@ -198,12 +214,42 @@ class _Tally:
     def close(self) -> None:
         """Count anything still unacknowledged as failed and ignore callbacks from now on."""
         with self._lock:
-            pending = self.attempted - self.sent - self.failed
-            if pending > 0:
-                self.failed += pending
+            if self.pending and not self._closed:
+                self.failed += len(self.pending)
+                self.failed_records.update(self.pending)
                 if self.first_error is None:
-                    self.first_error = f"{pending} record(s) not acknowledged when the producer was flushed"
+                    self.first_error = (
+                        f"{len(self.pending)} record(s) not acknowledged when the producer was flushed"
+                    )
+                self.pending.clear()
             self._closed = True
+
+
+class _StallWatch:
+    """Says, every ``every_s``, that records wait for the broker while none has been acknowledged."""
+
+    def __init__(self, tally: _Tally, retry_for_s: float, say: Callable[[str], None], every_s: float = 5.0):
+        self.tally, self.retry_for_s, self.say, self.every_s = tally, retry_for_s, say, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replay-stall-watch", daemon=True)
+
+    def __enter__(self) -> _StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            waiting = len(self.tally.pending)
+            silent = time.monotonic() - self.tally.last_ack
+            if waiting and silent >= self.every_s:
+                self.say(
+                    f"waiting for the broker: {waiting:,} record(s) unacknowledged, none for {silent:.0f} s "
+                    f"(each is retried for up to {self.retry_for_s:.0f} s)"
+                )
 
 
 def _records(handle: IO[bytes], kind: str) -> Iterator[tuple[bytes | None, bytes | None]]:
@@ -240,8 +286,18 @@ def replay_file(
     progress: bool = True,
     *,
     producer: Any | None = None,
+    retry_for_s: float = 120.0,
+    unsent_out: Path | None = None,
+    say: Callable[[str], None] | None = None,
+    stall_every_s: float = 5.0,
 ) -> ReplayResult:
-    """Send every line (JSONL) or row (CSV) of ``path`` to ``topic`` (default: the quotes topic)."""
+    """Send every line (JSONL) or row (CSV) of ``path`` to ``topic`` (default: the quotes topic).
+
+    Through a broker outage each record is retried for up to ``retry_for_s`` (the idempotent producer
+    sends it once however often it retries), and ``say`` hears every ``stall_every_s`` what waits. Records
+    that still failed, and after a stop those never attempted, are listed in the result and written as
+    they were sent to ``unsent_out``.
+    """
     path = Path(path)
     kind = file_format(path)
     if not path.is_file():
@@ -250,33 +306,50 @@ def replay_file(
     topic = topic or kafka.topics.quotes
     own_producer = producer is None
     if own_producer:
-        producer = KafkaProducer(**kafka.client_options(), acks="all", linger_ms=5)
+        window_ms = int(retry_for_s * 1000)
+        producer = KafkaProducer(
+            **kafka.client_options(),
+            acks="all",
+            linger_ms=5,
+            delivery_timeout_ms=window_ms,
+            max_block_ms=window_ms,  # a send waits this long for metadata (an unreachable broker)
+            request_timeout_ms=min(30_000, window_ms),
+        )
     tally = _Tally()
     skipped = 0
-    stopped_early = False
+    not_attempted: list[bytes] = []
+    not_attempted_from: int | None = None
     started = time.monotonic()
+    console = Console(stderr=True)
     try:
-        with path.open("rb") as handle, _progress_bar(progress) as bar:
+        with (
+            path.open("rb") as handle,
+            _progress_bar(progress) as bar,
+            _StallWatch(tally, retry_for_s, say or console.print, stall_every_s),
+        ):
             task = bar.add_task(path.name, total=path.stat().st_size, sent=0, failed=0)
             for count, (value, key) in enumerate(_records(handle, kind), start=1):
                 if value is None:
                     skipped += 1
                     continue
+                if not_attempted_from is not None:
+                    not_attempted.append(value)
+                    continue
                 limiter.wait()
-                tally.attempted += 1
+                tally.sending(count, value)
                 try:
                     future = producer.send(topic, value=value, key=key)
                 except KafkaTimeoutError as exc:
-                    # No metadata within max_block_ms: the broker is unreachable and every further send
-                    # would block just as long, so stop here instead of hanging for the rest of the file.
-                    tally.fail(exc)
-                    stopped_early = True
-                    break
-                except Exception as exc:  # e.g. a record too large: count it and carry on
-                    tally.fail(exc)
+                    # No metadata within the retry window: the broker stayed unreachable and every
+                    # further send would block just as long; the rest of the file is not attempted.
+                    tally.fail(count, exc)
+                    not_attempted_from = count + 1
                     continue
-                future.add_callback(tally.ok)
-                future.add_errback(tally.fail)
+                except Exception as exc:  # e.g. a record too large: count it and carry on
+                    tally.fail(count, exc)
+                    continue
+                future.add_callback(tally.ok, count)
+                future.add_errback(lambda error, n=count: tally.fail(n, error))
                 if count % _PROGRESS_EVERY == 0:
                     bar.update(task, completed=handle.tell(), sent=tally.sent, failed=tally.failed)
             try:
@@ -289,11 +362,30 @@ def replay_file(
         tally.close()
         if own_producer:
             producer.close()
+    failed = dict(sorted(tally.failed_records.items()))
+    written = None
+    if unsent_out is not None and (failed or not_attempted):
+        written = Path(unsent_out)
+        written.write_bytes(b"".join(value + b"\n" for value in [*failed.values(), *not_attempted]))
     return ReplayResult(
         sent=tally.sent,
         failed=tally.failed,
         skipped_blank=skipped,
         elapsed_s=round(time.monotonic() - started, 3),
         first_error=tally.first_error,
-        stopped_early=stopped_early,
+        stopped_early=not_attempted_from is not None,
+        failed_records=tuple(failed),
+        not_attempted_from=not_attempted_from if not_attempted else None,
+        unsent_file=written,
     )
+
+
+def record_ranges(numbers: Iterable[int]) -> str:
+    """``1-3, 7, 9-10`` for 1, 2, 3, 7, 9, 10: record numbers, said briefly."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
