@@ -227,8 +227,11 @@ class DetectionSettings(_Strict):
     # Each is one task per micro-batch with a fixed cost: on a few cores, fewer is faster; a cluster with
     # many symbols wants about its core count.
     state_partitions: int = Field(2, ge=1)
+    # A batch's alerts are re-sent (same alert_id) while the alerts topic refuses them, this long before
+    # the batch fails (and the query with it: a restart re-runs the batch, so none is lost either way).
+    publish_timeout: str = "10 minutes"
 
-    _intervals = field_validator("trigger_interval", "progress_interval")(_check_interval)
+    _intervals = field_validator("trigger_interval", "progress_interval", "publish_timeout")(_check_interval)
 
 
 class PriceJumpRule(_Strict):

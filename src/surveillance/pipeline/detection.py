@@ -206,7 +206,9 @@ class AlertBatchWriter:
         # while the alerts recovery waits on Spark.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="champion-load") as loader:
             loading = loader.submit(self.champion.current) if self.champion is not None else None
-            self.publisher = AlertPublisher(settings.kafka)
+            self.publisher = AlertPublisher(
+                settings.kafka, interval_seconds(settings.detection.publish_timeout)
+            )
             self._stream_id = checkpoint_query_id(spark, self.checkpoint)
             # Only the last batch before a crash can be replayed: the table says up to where alerts
             # committed.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -20,7 +21,7 @@ from surveillance.config import Settings, resolve_local_path
 from surveillance.kafka.admin import topic_end_offsets
 from surveillance.models.scoring import preload_mlflow
 from surveillance.pipeline.backfill import STEPS, BackfillReport, EventRange, run_backfill
-from surveillance.pipeline.stream import processed_offsets, start_stream, wait_for
+from surveillance.pipeline.stream import StreamingJob, processed_offsets, start_stream, wait_for
 from surveillance.quality.validation import preload_great_expectations
 from surveillance.spark import get_spark
 
@@ -52,7 +53,10 @@ def run_stream(
         with _progress(console, disable=not show_progress) as progress:
             task = progress.add_task(query.name, total=None, batches="")
 
+            stalls = StallReporter(settings.kafka.bootstrap_servers, console.print)
+
             def show(q: StreamingQuery) -> None:
+                stalls.check(query.queries if isinstance(query, StreamingJob) else [query])
                 last = q.lastProgress or {}
                 rate = last.get("processedRowsPerSecond") or 0.0
                 progress.update(
@@ -71,6 +75,49 @@ def run_stream(
     if stop_requested.is_set():
         console.print("stopped on request: every query stopped, its checkpoint intact")
     return 0
+
+
+class StallReporter:
+    """Says what a query waits for when one step of its trigger lasts (``after_s``, then every
+    ``every_s``): e.g. offsets from a Kafka broker that went away, which Spark's Kafka source retries
+    without a word while the query looks merely idle."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        say: Callable[[str], None],
+        after_s: float = 15.0,
+        every_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bootstrap, self.say, self.after_s, self.every_s, self.clock = (
+            bootstrap_servers,
+            say,
+            after_s,
+            every_s,
+            clock,
+        )
+        self._since: dict[str, tuple[str, float, float]] = {}  # query -> (message, since, last said)
+
+    def check(self, queries: list[StreamingQuery]) -> None:
+        now = self.clock()
+        for query in queries:
+            status = query.status or {}
+            message = status.get("message", "")
+            name = query.name or query.id
+            if not status.get("isTriggerActive"):
+                self._since.pop(name, None)
+                continue
+            seen, since, said = self._since.get(name, (None, now, now))
+            if seen != message:
+                self._since[name] = (message, now, now)
+                continue
+            if now - since >= self.after_s and now - said >= self.every_s:
+                hint = ""
+                if "kafka" in message.lower():
+                    hint = f"; the Kafka brokers at {self.bootstrap} may be unreachable, Spark retries"
+                self.say(f"{name}: waiting, {message!r} for {now - since:.0f} s{hint}")
+                self._since[name] = (message, since, now)
 
 
 def _on_stop_signals(stop_requested: threading.Event, console: Console) -> dict[int, object]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import Any
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -14,6 +18,7 @@ STREAM_HEADER = "stream_id"
 BATCH_HEADER = "batch_id"
 # Timestamps in the alert's JSON keep microseconds (Spark's default JSON format stops at milliseconds), so
 # a row read back from the topic equals the one appended from the batch.
+log = logging.getLogger(__name__)
 JSON_OPTIONS = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}
 
 
@@ -30,31 +35,100 @@ class AlertPublisher:
 
     Alerts are few per batch: a driver-side send saves the Spark job (and connection set-up) a Kafka batch
     write costs, which matters on the detection query's critical path.
+
+    While the topic refuses them (the broker away, too few in-sync replicas, ...) the records not yet
+    acknowledged are sent again, with their alert_id, until ``timeout_s``; what waits is logged every
+    ``say_every_s``. Only then does the send fail, and with it the batch, which a restart re-runs.
     """
 
-    def __init__(self, kafka: KafkaSettings) -> None:
-        from kafka import KafkaProducer
-
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        timeout_s: float = 600.0,
+        say_every_s: float = 10.0,
+        producer: Any | None = None,
+    ) -> None:
         self.topic = kafka.topics.alerts
-        self.producer = KafkaProducer(acks="all", linger_ms=0, retries=5, **kafka.client_options())
+        self.bootstrap = kafka.bootstrap_servers
+        self.timeout_s, self.say_every_s = timeout_s, say_every_s
+        if producer is None:
+            from kafka import KafkaProducer
+
+            # Each attempt is bounded, so that a refused record comes back to send() to be retried and
+            # logged, rather than waiting silently in the producer for minutes.
+            producer = KafkaProducer(
+                acks="all", linger_ms=0, delivery_timeout_ms=30_000, **kafka.client_options()
+            )
+        self.producer = producer
 
     def send(self, records: list[tuple[str, str, str]], stream_id: str, batch_id: int) -> int:
         """Send one micro-batch's (key, JSON value, alert_id) records; block until the broker has them
-        all. How many."""
+        all (retrying as the class says). How many."""
         batch = [(STREAM_HEADER, stream_id.encode()), (BATCH_HEADER, str(batch_id).encode())]
-        futures = [
-            self.producer.send(
-                self.topic,
-                key=key.encode(),
-                value=value.encode(),
-                headers=[("alert_id", alert_id.encode()), *batch],
-            )
-            for key, value, alert_id in records
-        ]
-        self.producer.flush()
-        for future in futures:
-            future.get(timeout=30)  # raises if the broker refused one
+        waiting = list(records)
+        started = last_said = time.monotonic()
+        while waiting:
+            refused, error = self._attempt(waiting, batch)
+            if not refused:
+                break
+            waited = time.monotonic() - started
+            if waited >= self.timeout_s:
+                raise RuntimeError(
+                    f"the alerts topic {self.topic!r} at {self.bootstrap} refused {len(refused)} alert(s) of "
+                    f"batch {batch_id} for {waited:.0f} s (detection.publish_timeout): {error}"
+                ) from error
+            if time.monotonic() - last_said >= self.say_every_s or waited < 1:
+                log.warning(
+                    "waiting for the alerts topic %r at %s: %d alert(s) of batch %d not acknowledged "
+                    "(%s); retrying, %.0f s so far, up to %.0f s",
+                    self.topic,
+                    self.bootstrap,
+                    len(refused),
+                    batch_id,
+                    error,
+                    waited,
+                    self.timeout_s,
+                )
+                last_said = time.monotonic()
+            time.sleep(1.0)
+            waiting = refused
         return len(records)
+
+    def _attempt(
+        self, records: list[tuple[str, str, str]], batch: list[tuple[str, bytes]]
+    ) -> tuple[list[tuple[str, str, str]], Exception | None]:
+        """Send ``records`` once; the ones the broker did not acknowledge and the first error."""
+        futures = []
+        refused: list[tuple[str, str, str]] = []
+        first_error: Exception | None = None
+        for record in records:
+            key, value, alert_id = record
+            try:
+                futures.append(
+                    (
+                        record,
+                        self.producer.send(
+                            self.topic,
+                            key=key.encode(),
+                            value=value.encode(),
+                            headers=[("alert_id", alert_id.encode()), *batch],
+                        ),
+                    )
+                )
+            except Exception as exc:  # no metadata in time, a full buffer: this record waits
+                refused.append(record)
+                first_error = first_error or exc
+        try:
+            self.producer.flush()
+        except Exception as exc:
+            first_error = first_error or exc
+        for record, future in futures:
+            try:
+                future.get(timeout=60)
+            except Exception as exc:
+                refused.append(record)
+                first_error = first_error or exc
+        return refused, first_error
 
     def close(self) -> None:
         self.producer.close(timeout=10)

@@ -1,0 +1,99 @@
+"""What the stream and the alert publisher say and do while Kafka refuses them (no broker needed here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kafka.errors import NotEnoughReplicasError
+
+from surveillance.config import KafkaSettings
+from surveillance.pipeline.runner import StallReporter
+from surveillance.sinks.kafka_alerts import AlertPublisher
+
+
+def _query(name: str, message: str, active: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(name=name, id=name, status={"message": message, "isTriggerActive": active})
+
+
+def test_a_trigger_step_that_lasts_is_said_with_what_it_waits_for() -> None:
+    now = [0.0]
+    said: list[str] = []
+    reporter = StallReporter("k1:9092", said.append, after_s=15, every_s=15, clock=lambda: now[0])
+    waiting = _query("quotes_to_alerts", "Getting offsets from KafkaV2[Subscribe[quotes]]")
+    for moment in (0, 5, 14):
+        now[0] = moment
+        reporter.check([waiting])
+    assert said == []
+    now[0] = 16
+    reporter.check([waiting])
+    assert len(said) == 1 and "for 16 s" in said[0] and "k1:9092 may be unreachable" in said[0]
+    now[0] = 20
+    reporter.check([waiting])  # not again before every_s
+    now[0] = 32
+    reporter.check([waiting, _query("quotes_to_lakehouse", "Waiting for next trigger", active=False)])
+    assert len(said) == 2 and "for 32 s" in said[1]
+    now[0] = 33  # the step finished and another began: its clock starts again
+    reporter.check([_query("quotes_to_alerts", "Processing new data")])
+    now[0] = 40
+    reporter.check([_query("quotes_to_alerts", "Processing new data")])
+    assert len(said) == 2
+
+
+class Delivery:
+    """A sent record's outcome, as the producer's future gives it (``get`` raises a refusal)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def get(self, timeout: float | None = None) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class RefusingProducer:
+    """Refuses every record (too few in-sync replicas) for its first ``refusals`` attempts."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals, self.attempts, self.acknowledged = refusals, 0, []
+
+    def send(self, topic: str, key: bytes, value: bytes, headers: list) -> Delivery:
+        if self.attempts < self.refusals:
+            return Delivery(NotEnoughReplicasError("min.insync.replicas"))
+        self.acknowledged.append(dict(headers)["alert_id"])
+        return Delivery(None)
+
+    def flush(self) -> None:
+        self.attempts += 1
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+def _records(n: int) -> list[tuple[str, str, str]]:
+    return [("AAA", json.dumps({"alert_id": f"a{i}"}), f"a{i}") for i in range(n)]
+
+
+def test_alerts_the_topic_refuses_are_sent_again_with_their_alert_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("surveillance.sinks.kafka_alerts.time.sleep", lambda s: None)
+    producer = RefusingProducer(refusals=3)
+    publisher = AlertPublisher(KafkaSettings(), timeout_s=600, say_every_s=0, producer=producer)
+    with caplog.at_level(logging.WARNING):
+        assert publisher.send(_records(4), "stream", 7) == 4
+    assert producer.acknowledged == [b"a0", b"a1", b"a2", b"a3"]  # once each, after three refusals
+    waiting = [r.getMessage() for r in caplog.records if "waiting for the alerts topic" in r.getMessage()]
+    assert len(waiting) == 3 and "4 alert(s) of batch 7 not acknowledged" in waiting[0]
+
+
+def test_alerts_refused_past_the_timeout_fail_the_batch_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(float(n) for n in range(0, 10_000, 100))
+    monkeypatch.setattr("surveillance.sinks.kafka_alerts.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("surveillance.sinks.kafka_alerts.time.sleep", lambda s: None)
+    publisher: Any = AlertPublisher(KafkaSettings(), timeout_s=300, producer=RefusingProducer(10**6))
+    with pytest.raises(RuntimeError, match=r"refused 2 alert\(s\) of batch 3 for \d+ s"):
+        publisher.send(_records(2), "stream", 3)
