@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from surveillance.config import Settings
+from surveillance.kafka.admin import topic_end_offsets
 from surveillance.pipeline.detection import detection_checkpoint
 from surveillance.pipeline.stream import CRASH_ENV
 
@@ -101,3 +103,32 @@ def batches_in_flight(settings: Settings) -> list[str]:
     return sorted(
         {q for q, kind, batch in entries if kind == "offsets" and (q, "commits", batch) not in entries}
     )
+
+
+def committed_offsets(checkpoint: str) -> dict[int, int]:
+    """Per quotes partition, the end offset of the last micro-batch the checkpoint records as committed."""
+    commits = [int(p.name) for p in (Path(checkpoint) / "commits").glob("[0-9]*")]
+    if not commits:
+        return {}
+    # An offsets file: a version line, the batch's metadata, then one line per source (topic -> offsets).
+    lines = (Path(checkpoint) / "offsets" / str(max(commits))).read_text().splitlines()
+    source = json.loads(lines[2])
+    return {int(part): int(offset) for offsets in source.values() for part, offset in offsets.items()}
+
+
+def caught_up(settings: Settings) -> bool:
+    """Whether both queries have committed every record on the quotes topic."""
+    end = topic_end_offsets(settings.kafka, settings.kafka.topics.quotes)
+    return all(
+        committed_offsets(folder) == end
+        for folder in (settings.stream.checkpoint_dir, detection_checkpoint(settings))
+    )
+
+
+def set_topic_config(settings: Settings, topic: str, configs: dict[str, str]) -> None:
+    """Alter a topic's configuration on the broker (e.g. ``min.insync.replicas``)."""
+    admin = KafkaAdminClient(**settings.kafka.client_options())
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+    finally:
+        admin.close()

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +22,18 @@ from deltalake import DeltaTable
 from stream_process import (
     alert_ids_on_topic,
     batches_in_flight,
+    caught_up,
     checkpoint_entries,
     query_processes_alive,
     run_stream,
+    set_topic_config,
     stream_command,
+    stream_overrides,
 )
 
+from surveillance.config import Settings
 from surveillance.ingestion.generator import GeneratedQuotes, generate_quotes
+from surveillance.kafka.broker import LocalBroker
 
 if TYPE_CHECKING:
     from conftest import Pipeline
@@ -148,3 +154,90 @@ def test_sigterm_stops_both_query_processes_cleanly_and_a_restart_finishes(
     assert len(bronze) == sent and not bronze.duplicated(["partition", "offset"]).any()
     assert not alerts.alert_id.duplicated().any()
     assert set(alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)
+
+
+def _wait(
+    condition: Callable[[], bool], timeout: float, process: subprocess.Popen, log: Path, what: str
+) -> float:
+    """Seconds until ``condition`` holds, the stream process running all along."""
+    started = time.monotonic()
+    while not condition():
+        assert process.poll() is None, f"the stream exited while {what}:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() - started < timeout, (
+            f"not {what} within {timeout} s:\n{log.read_text()[-4000:]}"
+        )
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def test_a_broker_outage_and_an_alerts_topic_refusing_writes_under_a_running_stream_lose_nothing(
+    pipeline: Pipeline, kafka_settings: Settings, tmp_path: Path, expected_bars: Callable
+) -> None:
+    """`surveil stream` as a service runs it (no --once) lives through the broker stopped for 30 s (a
+    replay started during the outage retries and sends everything), then through the alerts topic
+    refusing writes (min.insync.replicas above the replicas it has) for 20 s; SIGTERM then stops it
+    with exit code 0, and the audit finds every table exactly as it must be."""
+    generated = generate_quotes(symbols=8, minutes=40, seed=31, inject_anomalies=True, dirty=True)
+    lines = generated.raw_lines
+    thirds = [
+        lines[: len(lines) // 3],
+        lines[len(lines) // 3 : 2 * len(lines) // 3],
+        lines[2 * len(lines) // 3 :],
+    ]
+    sent = pipeline.send_lines(thirds[0], "first.jsonl")
+    log = tmp_path / "stream.log"
+    command = [arg for arg in stream_command(pipeline.settings) if arg != "--once"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True
+    )
+    try:
+        _wait(lambda: caught_up(pipeline.settings), 300, process, log, "through the first third")
+
+        # The broker stops for 30 s; a replay of the second third starts during the outage.
+        second = tmp_path / "second.jsonl"
+        second.write_text("".join(f"{line}\n" for line in thirds[1]))
+        broker = LocalBroker(kafka_settings)
+        broker.down()
+        down_at = time.monotonic()
+        sets = [arg for value in stream_overrides(pipeline.settings) for arg in ("--set", value)]
+        replayer = subprocess.Popen(
+            [sys.executable, "-m", "surveillance.cli", *sets, "replay", "--file", str(second)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
+        assert process.poll() is None, f"the stream exited during the outage:\n{log.read_text()[-4000:]}"
+        broker.up()
+        outage_s = time.monotonic() - down_at
+        replay_output, _ = replayer.communicate(timeout=300)
+        assert replayer.returncode == 0, replay_output[-3000:]
+        assert f"sent {len(thirds[1]):,} messages" in replay_output, replay_output[-3000:]
+        sent += len(thirds[1])
+        catch_up_s = _wait(
+            lambda: caught_up(pipeline.settings), 300, process, log, "caught up after the outage"
+        )
+        assert "may be unreachable" in log.read_text(), "the stream never said what it waited for"
+
+        # The alerts topic refuses writes for 20 s while the third third (with its jumps) arrives.
+        set_topic_config(
+            pipeline.settings, pipeline.settings.kafka.topics.alerts, {"min.insync.replicas": "2"}
+        )
+        sent += pipeline.send_lines(thirds[2], "third.jsonl")
+        _wait(lambda: "waiting for the alerts topic" in log.read_text(), 120, process, log, "refused")
+        time.sleep(20)
+        set_topic_config(
+            pipeline.settings, pipeline.settings.kafka.topics.alerts, {"min.insync.replicas": "1"}
+        )
+        _wait(lambda: caught_up(pipeline.settings), 300, process, log, "caught up after the refusals")
+
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    stderr = log.read_text()
+    assert code == 0 and "Traceback" not in stderr, stderr[-4000:]
+    assert stderr.count("SIGTERM: stopping the queries") == 2  # forwarded once to each query's process
+    counts = _audit(pipeline, generated, sent, expected_bars)
+    print(f"outage {outage_s:.0f} s, caught up {catch_up_s:.0f} s after; audited {counts}")

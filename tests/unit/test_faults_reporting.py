@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -97,3 +98,74 @@ def test_alerts_refused_past_the_timeout_fail_the_batch_loudly(monkeypatch: pyte
     publisher: Any = AlertPublisher(KafkaSettings(), timeout_s=300, producer=RefusingProducer(10**6))
     with pytest.raises(RuntimeError, match=r"refused 2 alert\(s\) of batch 3 for \d+ s"):
         publisher.send(_records(2), "stream", 3)
+
+
+# The text str() gives of a Py4JJavaError raised while Spark's stop interrupts a Delta commit (abridged).
+_INTERRUPTED_SAVE = "\n".join(
+    [
+        "An error occurred while calling o812.save.",
+        ": org.apache.spark.SparkException: Job aborted.",
+        *[f"\tat org.apache.spark.sql.delta.Frame{n}.run(Frame{n}.scala:{n})" for n in range(400)],
+        "Caused by: java.lang.InterruptedException",
+        "\tat java.base/java.util.concurrent.locks.AbstractQueuedSynchronizer.acquire(AQS.java:1)",
+        "\t... 120 more",
+    ]
+)
+
+
+class _JavaError(Exception):
+    """Stands in for py4j's Py4JJavaError: same module path and text shape, no JVM needed."""
+
+
+_JavaError.__module__, _JavaError.__qualname__ = "py4j.protocol", "Py4JJavaError"
+
+
+def test_a_failed_batch_reaches_spark_as_its_exception_lines_only() -> None:
+    from surveillance.pipeline.batch_errors import exception_lines, is_interruption, summary
+
+    assert exception_lines(_INTERRUPTED_SAVE) == [
+        "An error occurred while calling o812.save.",
+        ": org.apache.spark.SparkException: Job aborted.",
+        "Caused by: java.lang.InterruptedException",
+    ]
+    short = summary(_JavaError(_INTERRUPTED_SAVE))
+    # What Spark's classifier looks for, in a few hundred characters instead of tens of thousands.
+    assert short.startswith("py4j.protocol.Py4JJavaError: An error occurred while calling o812.save.")
+    assert is_interruption(short) and len(short) < 300
+    assert summary(ValueError("bad price\nsecond line")) == "ValueError: bad price"
+    assert not is_interruption(summary(RuntimeError("waiting for the alerts topic for 600 s")))
+    long_line = exception_lines("x" * 5000)[0]
+    assert len(long_line) == 400 and long_line.endswith("…")
+
+
+def test_a_failing_batch_is_logged_in_full_once_and_an_interrupted_one_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from surveillance.pipeline.batch_errors import BatchFailed, reporting_batch_errors
+
+    def interrupted(rows: Any, batch_id: int) -> None:
+        raise _JavaError(_INTERRUPTED_SAVE)
+
+    def broken(rows: Any, batch_id: int) -> None:
+        raise OSError("Permission denied: /lake/silver/_delta_log/00000000000000000007.json")
+
+    caplog.set_level(logging.DEBUG, logger="surveillance.pipeline.batch_errors")
+    with pytest.raises(BatchFailed) as stopped:
+        reporting_batch_errors("quotes_to_lakehouse", interrupted)(None, 7)
+    assert stopped.value.__cause__ is None and stopped.value.__suppress_context__
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+
+    caplog.clear()
+    with pytest.raises(BatchFailed, match="OSError: Permission denied: /lake/silver"):
+        reporting_batch_errors("quotes_to_lakehouse", broken)(None, 8)
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR and "batch 8 failed" in record.getMessage()
+    assert record.exc_info and isinstance(record.exc_info[1], OSError)  # the whole traceback, once
+
+    # py4j's own log of the callback's exception is dropped: it would repeat it as a second traceback.
+    py4j_log = logging.getLogger("py4j.clientserver")
+    try:
+        raise BatchFailed("x")
+    except BatchFailed:
+        dropped = py4j_log.makeRecord("py4j.clientserver", logging.ERROR, "f", 1, "m", (), sys.exc_info())
+    assert not py4j_log.filter(dropped)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -278,6 +278,34 @@ def _progress_bar(enabled: bool) -> Progress:
     )
 
 
+def _connected_producer(
+    kafka: KafkaSettings, retry_for_s: float, say: Callable[[str], None]
+) -> tuple[Any | None, str | None]:
+    """A producer whose records are retried for ``retry_for_s``; a broker not reachable yet is waited
+    for as long (a replay started during an outage begins when it ends). (None, why) if it never was."""
+    window_ms = int(retry_for_s * 1000)
+    deadline = time.monotonic() + retry_for_s
+    while True:
+        try:
+            producer = KafkaProducer(
+                **kafka.client_options(),
+                acks="all",
+                linger_ms=5,
+                delivery_timeout_ms=window_ms,
+                max_block_ms=window_ms,  # a send waits this long for metadata (an unreachable broker)
+                request_timeout_ms=min(30_000, window_ms),
+                bootstrap_timeout_ms=min(5_000, window_ms),
+            )
+            return producer, None
+        except (KafkaConnectionError, KafkaTimeoutError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"no broker reachable at {kafka.bootstrap_servers} for {retry_for_s:.0f} s: {exc}"
+                return None, why
+            say(f"waiting for the broker at {kafka.bootstrap_servers} ({exc}); up to {left:.0f} s more")
+            time.sleep(min(2.0, left))
+
+
 def replay_file(
     path: Path,
     kafka: KafkaSettings,
@@ -305,22 +333,17 @@ def replay_file(
     limiter = RateLimiter(rate)
     topic = topic or kafka.topics.quotes
     own_producer = producer is None
-    if own_producer:
-        window_ms = int(retry_for_s * 1000)
-        producer = KafkaProducer(
-            **kafka.client_options(),
-            acks="all",
-            linger_ms=5,
-            delivery_timeout_ms=window_ms,
-            max_block_ms=window_ms,  # a send waits this long for metadata (an unreachable broker)
-            request_timeout_ms=min(30_000, window_ms),
-        )
+    console = Console(stderr=True)
+    started = time.monotonic()
     tally = _Tally()
     skipped = 0
     not_attempted: list[bytes] = []
     not_attempted_from: int | None = None
-    started = time.monotonic()
-    console = Console(stderr=True)
+    if own_producer:
+        producer, unreachable = _connected_producer(kafka, retry_for_s, say or console.print)
+        if producer is None:  # nothing is attempted: the whole file is reported (and written) unsent
+            tally.note(unreachable or "no broker")
+            not_attempted_from = 1
     try:
         with (
             path.open("rb") as handle,
@@ -353,14 +376,15 @@ def replay_file(
                 if count % _PROGRESS_EVERY == 0:
                     bar.update(task, completed=handle.tell(), sent=tally.sent, failed=tally.failed)
             try:
-                producer.flush()
+                if producer is not None:
+                    producer.flush()
             except KafkaTimeoutError as exc:
                 tally.note(f"flush timed out: {exc}")  # close() counts what is still unacknowledged
             tally.close()
             bar.update(task, completed=path.stat().st_size, sent=tally.sent, failed=tally.failed)
     finally:
         tally.close()
-        if own_producer:
+        if own_producer and producer is not None:
             producer.close()
     failed = dict(sorted(tally.failed_records.items()))
     written = None

@@ -48,6 +48,7 @@ from surveillance.detection.symbol_state import (
 from surveillance.lakehouse import ALERTS, STREAM_PROGRESS, read_table, table_locations, write_table
 from surveillance.models.features import HISTORY_TICKS
 from surveillance.models.scoring import MODEL_RULE, ChampionModel, LoadedModel
+from surveillance.pipeline.batch_errors import reporting_batch_errors
 from surveillance.pipeline.layers import alerts_from_context, route_quotes, silver_row_checks
 from surveillance.pipeline.profile import BatchProfile
 from surveillance.sinks.alerts_table import (
@@ -391,7 +392,7 @@ def start_detection(
         symbol_context(judged_quotes(records, settings), settings)
         .writeStream.queryName(detection.query_name)
         .option("checkpointLocation", writer.checkpoint)
-        .foreachBatch(writer)
+        .foreachBatch(reporting_batch_errors(detection.query_name, writer))
     )
     if once:
         stream = stream.trigger(availableNow=True)

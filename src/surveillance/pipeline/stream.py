@@ -33,6 +33,7 @@ from pyspark.sql.streaming.state import GroupStateTimeout
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
+from surveillance.pipeline.batch_errors import reporting_batch_errors
 from surveillance.pipeline.detection import AlertBatchWriter, checkpoint_query_id, start_detection
 from surveillance.pipeline.layers import (
     route_quotes,
@@ -589,7 +590,7 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
         lakehouse_state_step(read_quotes(spark, settings), settings, writer.evolved_fields())
         .writeStream.queryName(settings.stream.query_name)
         .option("checkpointLocation", writer.checkpoint)
-        .foreachBatch(writer)
+        .foreachBatch(reporting_batch_errors(settings.stream.query_name, writer))
     )
     if once:
         stream = stream.trigger(availableNow=True)
