@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -132,3 +134,22 @@ def set_topic_config(settings: Settings, topic: str, configs: dict[str, str]) ->
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
     finally:
         admin.close()
+
+
+@contextmanager
+def unwritable(directory: Path) -> Iterator[str]:
+    """No file can be created in ``directory`` inside this block (a disk gone read-only under one table):
+    its mode for a user; for root, whom modes do not stop, the immutable attribute. Yields how."""
+    if os.geteuid() != 0:
+        mode = directory.stat().st_mode
+        directory.chmod(0o555)
+        try:
+            yield "chmod 555"
+        finally:
+            directory.chmod(mode)
+        return
+    subprocess.run(["chattr", "+i", str(directory)], check=True, capture_output=True)
+    try:
+        yield "chattr +i"
+    finally:
+        subprocess.run(["chattr", "-i", str(directory)], check=True, capture_output=True)

@@ -29,6 +29,7 @@ from stream_process import (
     set_topic_config,
     stream_command,
     stream_overrides,
+    unwritable,
 )
 
 from surveillance.config import Settings
@@ -241,3 +242,35 @@ def test_a_broker_outage_and_an_alerts_topic_refusing_writes_under_a_running_str
     assert stderr.count("SIGTERM: stopping the queries") == 2  # forwarded once to each query's process
     counts = _audit(pipeline, generated, sent, expected_bars)
     print(f"outage {outage_s:.0f} s, caught up {catch_up_s:.0f} s after; audited {counts}")
+
+
+def test_a_delta_write_that_fails_stops_the_stream_loudly_and_a_restart_completes_the_batch(
+    pipeline: Pipeline, tmp_path: Path, expected_bars: Callable
+) -> None:
+    """Silver's log directory turned unwritable under a running batch (a disk gone read-only): the stream
+    fails with the reason, commits nothing of that batch (it is never skipped), and the restart on the
+    same checkpoint, the disk back, completes it; the audit finds every table exactly as it must be."""
+    generated = generate_quotes(symbols=8, minutes=20, seed=41, inject_anomalies=True, dirty=True)
+    half = len(generated.raw_lines) // 2
+    sent = pipeline.send_lines(generated.raw_lines[:half], "first.jsonl")
+    assert run_stream(pipeline.settings) == 0
+    silver_log = Path(pipeline.locations["silver_quotes"]) / "_delta_log"
+    silver_versions = sorted(silver_log.glob("*.json"))
+    sent += pipeline.send_lines(generated.raw_lines[half:], "second.jsonl")
+
+    with unwritable(silver_log) as how:
+        failed = subprocess.run(
+            stream_command(pipeline.settings), capture_output=True, text=True, timeout=600
+        )
+        in_flight = batches_in_flight(pipeline.settings)
+    stderr = failed.stderr
+    assert failed.returncode != 0, f"the stream ignored the failed write ({how}):\n{stderr[-4000:]}"
+    assert "quotes_to_lakehouse: batch" in stderr and "failed; the stream stops with it" in stderr
+    assert str(silver_log) in stderr or "silver_quotes" in stderr, stderr[-4000:]
+    assert "StackOverflowError" not in stderr, stderr[-4000:]
+    assert sorted(silver_log.glob("*.json")) == silver_versions  # nothing of that batch committed
+    assert "lakehouse" in in_flight, "the failed batch was marked done in the checkpoint"
+
+    assert run_stream(pipeline.settings) == 0
+    counts = _audit(pipeline, generated, sent, expected_bars)
+    print(f"failed write ({how}): exit {failed.returncode}, then restart; audited {counts}")
