@@ -3,8 +3,8 @@
 Hypothesis builds batches of broken JSON, wrong types, NaN/Infinity, huge numbers, control characters,
 empty objects, arrays, nested junk, very long strings and duplicate keys, mixed with valid quotes. After
 ``stream --once``: bronze holds every message, every rejected one is in quarantine with the reason the
-pure-Python reference check (``check_quote_line``, given the silver suite) gives, and silver holds exactly
-the valid ones.
+pure-Python reference check (``check_quote_line``, given the silver suite and the record's Kafka timestamp)
+gives, and silver holds exactly the valid ones. The strategies are in :mod:`adversarial`.
 """
 
 from __future__ import annotations
@@ -16,72 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from adversarial import VALID, expected_outcomes, messages, quarantined
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from surveillance.ingestion.contract import check_quote_line
 
 if TYPE_CHECKING:
     from conftest import Pipeline
 
 pytestmark = pytest.mark.integration
-
-VALID = {
-    "symbol": "ACME",
-    "event_time": "2026-11-20T14:30:00.123Z",
-    "price": 101.5,
-    "volume": 300,
-    "bid": 101.4,
-    "ask": 101.6,
-}
-FIELDS = ["event_id", *VALID]
-
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
-)
-junk = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
-    max_leaves=10,
-)
-odd_values = st.one_of(
-    junk,
-    st.sampled_from([0, -1, 1e308, -0.0, "NaN", "1e999", "2026-11-20 14:30:00", "", " "]),
-    st.text(alphabet=st.characters(codec="utf-8", categories=["Cc", "Cf", "Zs", "L"]), max_size=30),
-    st.text(min_size=2000, max_size=5000),
-)
-
-
-@st.composite
-def messages(draw: st.DrawFn) -> str:
-    """One message: a valid quote, a quote with a field broken or missing, or outright junk."""
-    event_id = f"e-{draw(st.integers(0, 300))}"
-    doc = {"event_id": event_id, **VALID}
-    kind = draw(st.sampled_from(["valid", "mutate", "drop", "junk", "text", "truncate", "literal", "dupkey"]))
-    if kind == "mutate":
-        doc[draw(st.sampled_from(FIELDS))] = draw(odd_values)
-    elif kind == "drop":
-        del doc[draw(st.sampled_from(FIELDS))]
-    elif kind == "junk":
-        return json.dumps(draw(junk))
-    elif kind == "text":
-        return draw(st.text(max_size=200)).replace("\n", " ").replace("\r", " ")
-    text = json.dumps(doc, ensure_ascii=draw(st.booleans()))
-    if kind == "truncate":
-        return text[: draw(st.integers(0, len(text) - 1))]
-    if kind == "literal":
-        field = draw(st.sampled_from(["price", "volume", "bid"]))
-        return text.replace(
-            f'"{field}": {json.dumps(doc[field])}',
-            f'"{field}": {draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]))}',
-        )
-    if kind == "dupkey":
-        return text[:-1] + ', "price": 5}'
-    return text
 
 
 @settings(
@@ -111,9 +53,8 @@ def test_adversarial_messages_are_kept_or_quarantined(
         quarantine = pipeline.pandas("quarantine_quotes")
 
     assert sorted(bronze.value) == sorted(lines)
+    assert not bronze.duplicated(["partition", "offset"]).any()
     suite = {name: spec.model_dump() for name, spec in pipeline.settings.quality.suites.silver_quotes.items()}
-    expected = [(line, check_quote_line(line, suite)) for line in lines]
-    rejected = sorted((line, reason) for line, reason in expected if reason)
-    assert sorted(zip(quarantine.raw_value, quarantine.reason, strict=True)) == rejected
-    valid_ids = {json.loads(line)["event_id"] for line, reason in expected if reason is None}
+    rejected, valid_ids = expected_outcomes(bronze, suite)
+    assert quarantined(quarantine) == rejected and len(quarantine) == len(rejected)
     assert set(silver.event_id) == valid_ids and not silver.event_id.duplicated().any()

@@ -1,4 +1,5 @@
-"""Faults a production stream meets (make test-chaos): SIGKILL again and again, being stopped, ...
+"""Faults a production stream meets (make test-chaos): SIGKILL again and again, being stopped, the broker
+and the alerts topic going away, a failed Delta write, and poison input.
 
 Each case runs ``surveil stream`` as its own process (both queries in their own processes, as
 conf/local.yml has it) and audits the tables with delta-rs afterwards.
@@ -18,7 +19,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from adversarial import expected_outcomes, messages, quarantined
 from deltalake import DeltaTable
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from stream_process import (
     alert_ids_on_topic,
     batches_in_flight,
@@ -119,44 +124,6 @@ def test_kill_9_loop_then_restart_loses_nothing_and_duplicates_nothing(
     assert counts["bronze_quotes"] == sent >= 50_000 and len(hits) == KILLS
 
 
-def test_sigterm_stops_both_query_processes_cleanly_and_a_restart_finishes(
-    pipeline: Pipeline, dirty_quotes: GeneratedQuotes, tmp_path: Path
-) -> None:
-    # `surveil stream` as a service runs it: no --once, both queries in their own processes (conf/local.yml).
-    pipeline.settings = pipeline.settings.with_overrides("stream.max_offsets_per_trigger=5000")
-    sent = pipeline.send(dirty_quotes)
-    command = [arg for arg in stream_command(pipeline.settings) if arg != "--once"]
-    log = tmp_path / "stream.log"
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True
-    )
-    progress_log = Path(pipeline.locations["stream_progress"]) / "_delta_log"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if progress_log.exists() and len(list(progress_log.glob("*.json"))) >= 3:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, f"the stream ended before it was stopped:\n{log.read_text()[-4000:]}"
-
-    process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError(f"no stop within 120 s of SIGTERM:\n{log.read_text()[-4000:]}") from None
-    stderr = log.read_text()
-    assert code == 0, stderr[-4000:]
-    assert stderr.count("SIGTERM: stopping the queries") == 2  # forwarded once to each query's process
-    assert "Traceback" not in stderr and "reentrant call" not in stderr, stderr[-4000:]
-
-    assert run_stream(pipeline.settings) == 0
-    bronze = pipeline.pandas("bronze_quotes")
-    alerts = pipeline.pandas("alerts")
-    assert len(bronze) == sent and not bronze.duplicated(["partition", "offset"]).any()
-    assert not alerts.alert_id.duplicated().any()
-    assert set(alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)
-
-
 def _wait(
     condition: Callable[[], bool], timeout: float, process: subprocess.Popen, log: Path, what: str
 ) -> float:
@@ -225,7 +192,7 @@ def test_a_broker_outage_and_an_alerts_topic_refusing_writes_under_a_running_str
             pipeline.settings, pipeline.settings.kafka.topics.alerts, {"min.insync.replicas": "2"}
         )
         sent += pipeline.send_lines(thirds[2], "third.jsonl")
-        _wait(lambda: "waiting for the alerts topic" in log.read_text(), 120, process, log, "refused")
+        _wait(lambda: "waiting for the alerts topic" in log.read_text(), 240, process, log, "refused")
         time.sleep(20)
         set_topic_config(
             pipeline.settings, pipeline.settings.kafka.topics.alerts, {"min.insync.replicas": "1"}
@@ -274,3 +241,80 @@ def test_a_delta_write_that_fails_stops_the_stream_loudly_and_a_restart_complete
     assert run_stream(pipeline.settings) == 0
     counts = _audit(pipeline, generated, sent, expected_bars)
     print(f"failed write ({how}): exit {failed.returncode}, then restart; audited {counts}")
+
+
+POISON_MESSAGES = 10_000
+
+
+def test_ten_thousand_adversarial_messages_into_a_running_stream_are_each_kept_or_quarantined(
+    pipeline: Pipeline, tmp_path: Path, expected_bars: Callable
+) -> None:
+    """Hypothesis (fixed seed) sends bursts of adversarial messages, outlier event times included, to
+    `surveil stream` running as a service until 10,000 are sent; the stream stays up throughout, stops on
+    a SIGTERM sent with a batch under way (exit code 0, no traceback), a restart on its checkpoint
+    completes the work, and delta-rs finds each message once in bronze, each rejected
+    one in quarantine with the reference check's reason, each valid event_id once in silver, gold equal to
+    pandas bars of silver's on-time quotes, and alerts unique and all on the topic."""
+    log = tmp_path / "stream.log"
+    command = [arg for arg in stream_command(pipeline.settings) if arg != "--once"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True
+    )
+    sent: list[str] = []
+    bursts = iter(range(1_000))
+
+    @hypothesis_settings(
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(data=st.data())
+    def a_burst(data: st.DataObject) -> None:
+        if len(sent) >= POISON_MESSAGES:
+            return
+        prefix = f"b{next(bursts)}"  # event_ids of one burst never collide with another's
+        burst = data.draw(st.lists(messages(prefix), min_size=600, max_size=900), label="burst")
+        lines = [line for line in burst if line.strip()]  # replay skips blank lines by design
+        assert pipeline.send_lines(lines, f"{prefix}.jsonl") == len(lines)
+        sent.extend(lines)
+        assert process.poll() is None, f"the stream stopped on {prefix}:\n{log.read_text()[-4000:]}"
+
+    try:
+        a_burst()
+        assert len(sent) >= POISON_MESSAGES, f"hypothesis generated only {len(sent)} messages"
+        # SIGTERM with a batch under way: it finishes or is abandoned cleanly, and the restart redoes it.
+        _wait(lambda: bool(batches_in_flight(pipeline.settings)), 120, process, log, "in a batch")
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    stderr = log.read_text()
+    assert code == 0, stderr[-4000:]
+    assert stderr.count("SIGTERM: stopping the queries") == 2  # forwarded once to each query's process
+    assert "Traceback" not in stderr and "reentrant call" not in stderr, stderr[-4000:]
+    assert run_stream(pipeline.settings) == 0
+
+    tables = {
+        name: DeltaTable(pipeline.locations[name]).to_pandas()
+        for name in ("bronze_quotes", "silver_quotes", "quarantine_quotes", "gold_bars_1m", "alerts")
+    }
+    bronze, silver, quarantine = tables["bronze_quotes"], tables["silver_quotes"], tables["quarantine_quotes"]
+    assert sorted(bronze.value) == sorted(sent) and not bronze.duplicated(["partition", "offset"]).any()
+    suite = {name: spec.model_dump() for name, spec in pipeline.settings.quality.suites.silver_quotes.items()}
+    rejected, valid_ids = expected_outcomes(bronze, suite)
+    assert quarantined(quarantine) == rejected and len(quarantine) == len(rejected)
+    assert set(silver.event_id) == valid_ids and not silver.event_id.duplicated().any()
+    on_time = silver[~silver.is_late]
+    gold = tables["gold_bars_1m"].sort_values(["symbol", "bar_start"], ignore_index=True)
+    expected = expected_bars(on_time[["event_id", "symbol", "event_time", "price", "volume"]])
+    assert len(gold) == len(expected)
+    for column in ("open", "high", "low", "close"):
+        assert np.allclose(gold[column], expected[column]), column
+    assert (gold.volume == expected.volume).all() and (gold.trade_count == expected.trade_count).all()
+    alerts = tables["alerts"]
+    assert not alerts.alert_id.duplicated().any()
+    assert set(alert_ids_on_topic(pipeline.settings)) == set(alerts.alert_id)
+    print(f"poison: {len(sent):,} messages, {len(rejected):,} quarantined, {len(silver):,} in silver")

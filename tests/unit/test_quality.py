@@ -180,6 +180,11 @@ def test_an_absurd_event_time_is_quarantined(spark: SparkSession, settings: Sett
         "future": "expectations: event_time_plausible",
         "epoch": "expectations: event_time_plausible",
     }
+    # The pure-Python reference, given each record's Kafka timestamp, agrees.
+    suite = {name: spec.model_dump() for name, spec in settings.quality.suites.silver_quotes.items()}
+    reference = {json.loads(line)["event_id"]: check_quote_line(line, suite, T0) for line in lines}
+    assert reference == {"ok": None, **reasons}
+    assert check_quote_line(lines[1], suite) is None  # without the timestamp the lag is not modelled
 
 
 def test_an_expectation_without_a_row_predicate_fails_at_start(settings: Settings) -> None:

@@ -166,13 +166,18 @@ def _meets(value: Any, expectation: str, kwargs: Mapping[str, Any]) -> bool:
     raise NotImplementedError(f"the reference check does not model {expectation}")
 
 
-def check_quote_line(line: str | bytes, value_rules: Mapping[str, Any] | None = None) -> str | None:
+def check_quote_line(
+    line: str | bytes,
+    value_rules: Mapping[str, Any] | None = None,
+    kafka_timestamp: datetime | None = None,
+) -> str | None:
     """Silver's verdict on a raw message, computed in pure Python: the reason it is quarantined, or None.
 
     The contract (shape and types) gives the first broken rule's name. ``value_rules`` are the silver
     suite's expectations ({name: spec with expectation, kwargs, severity}); a message that breaks ``error``
     ones gets ``"expectations: <names in suite order>"``, as the stream writes it. Only the row-level
-    expectations on contract fields are modelled (not-null, regex, between).
+    expectations on contract fields are modelled (not-null, regex, between), and, given the record's
+    ``kafka_timestamp``, those on ``event_lag_seconds`` (Kafka timestamp - event time, as silver derives it).
     """
     text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
     if not text.strip():
@@ -186,15 +191,27 @@ def check_quote_line(line: str | bytes, value_rules: Mapping[str, Any] | None = 
     problem = _type_problem(doc)
     if problem or not value_rules:
         return problem
+    values = {name: doc.get(name) for name in QUOTE_FIELDS}  # the columns modelled
+    if kafka_timestamp is not None:
+        values["event_lag_seconds"] = _event_lag_seconds(doc.get("event_time"), kafka_timestamp)
     failed = []
     for name, spec in value_rules.items():
         column = spec["kwargs"].get("column")
         table_level = spec["expectation"] in _TABLE_LEVEL or spec["expectation"].startswith("expect_table_")
-        if spec["severity"] != "error" or column not in QUOTE_FIELDS or table_level:
+        if spec["severity"] != "error" or column not in values or table_level:
             continue
-        if not _meets(doc.get(column), spec["expectation"], spec["kwargs"]):
+        if not _meets(values[column], spec["expectation"], spec["kwargs"]):
             failed.append(name)
     return expectation_reason(failed) if failed else None
+
+
+def _event_lag_seconds(event_time: str | None, kafka_timestamp: datetime) -> float | None:
+    """Silver's ``event_lag_seconds``: whole microseconds between the two, in seconds (None if no time)."""
+    if event_time is None:
+        return None
+    received = kafka_timestamp if kafka_timestamp.tzinfo else kafka_timestamp.replace(tzinfo=UTC)
+    lag = received - parse_event_time(event_time)
+    return (lag.days * 86_400_000_000 + lag.seconds * 1_000_000 + lag.microseconds) / 1e6
 
 
 def expectation_reason(names: list[str]) -> str:
