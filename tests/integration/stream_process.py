@@ -128,7 +128,7 @@ def caught_up(settings: Settings) -> bool:
 
 
 def set_topic_config(settings: Settings, topic: str, configs: dict[str, str]) -> None:
-    """Alter a topic's configuration on the broker (e.g. ``max.message.bytes``); only the given keys change."""
+    """Alter a topic's configuration (e.g. ``max.message.bytes``); only the keys given change."""
     admin = KafkaAdminClient(**settings.kafka.client_options())
     try:
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
