@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from surveillance.config import ConfigError, Settings, load_settings
+from surveillance.kafka.errors import BrokerAccessError
 
 console = Console(stderr=True)
 
@@ -51,7 +52,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from surveillance.kafka.admin import ensure_topics
+    from surveillance.kafka.admin import check_access, ensure_topics
     from surveillance.kafka.broker import LocalBroker
 
     settings = _settings(args)
@@ -59,6 +60,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     if args.action == "up":
         with console.status("starting Kafka (KRaft, loopback)..."):
             status = broker.up()
+            check_access(settings.kafka)  # as the pipeline connects: its TLS trust, its SASL user
             topics = ensure_topics(settings.kafka)
         console.print(f"Kafka is up at {status.bootstrap} (pid {status.pid}); topics: {topics}")
     elif args.action == "down":
@@ -500,6 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         console.print(f"[red]configuration error[/red]\n{exc}")
+        return 2
+    except BrokerAccessError as exc:
+        console.print(f"[red]Kafka refused the connection[/red]\n{exc}")
         return 2
 
 

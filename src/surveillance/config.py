@@ -95,12 +95,32 @@ class LocalBrokerSettings(_Strict):
     heap: str = "512m"
 
 
+# The JAAS login module Kafka's Java client authenticates with, per SASL mechanism.
+_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+def _jaas_quoted(value: str) -> str:
+    """A JAAS option value: double-quoted, its backslashes and quotes escaped (Kafka's JaasConfig parser)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class KafkaSettings(_Strict):
     bootstrap_servers: str = "localhost:9092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    # The name of the environment variable that holds the JAAS config: the secret itself never sits in YAML.
-    sasl_jaas_config_env: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    # The names of the environment variables holding the SASL user and password: secrets never sit in YAML.
+    sasl_username_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    sasl_password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # The login module's class for Spark's Kafka client, when it is not Kafka's own for the mechanism
+    # (Databricks Runtime shades the client: kafkashaded.org.apache.kafka...).
+    sasl_login_module: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_.$]*$")
+    # A PEM file of the certificate authorities to trust for SSL/SASL_SSL (both clients); None: the
+    # JVM's and the system's defaults.
+    ssl_ca_location: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
     topics: TopicSettings = TopicSettings()
     quotes_partitions: int = Field(4, ge=1)
@@ -117,15 +137,69 @@ class KafkaSettings(_Strict):
                 raise ValueError(f"{key!r} is a secret: put it in an environment variable, not in config")
         return value
 
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username_env and self.sasl_password_env):
+            raise ValueError(
+                f"kafka.security_protocol {self.security_protocol} needs kafka.sasl_mechanism, "
+                "kafka.sasl_username_env and kafka.sasl_password_env (the names of the environment "
+                "variables holding the user and the password)"
+            )
+        if not sasl and (self.sasl_mechanism or self.sasl_username_env or self.sasl_password_env):
+            raise ValueError(
+                f"kafka.sasl_* settings are set but kafka.security_protocol is {self.security_protocol}: "
+                "use SASL_SSL (or SASL_PLAINTEXT) to authenticate"
+            )
+        if self.ssl_ca_location and not self.security_protocol.endswith("SSL"):
+            raise ValueError(
+                f"kafka.ssl_ca_location is set but kafka.security_protocol is {self.security_protocol}"
+            )
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def sasl_credentials(self) -> tuple[str, str] | None:
+        """(user, password) from the environment variables the settings name; None without SASL."""
+        if not (self.sasl_username_env and self.sasl_password_env):
+            return None
+        missing = [
+            name for name in (self.sasl_username_env, self.sasl_password_env) if not os.environ.get(name)
+        ]
+        if missing:
+            raise ConfigError(
+                f"kafka.security_protocol {self.security_protocol} reads the SASL user and password from "
+                f"the environment, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+            )
+        return os.environ[self.sasl_username_env], os.environ[self.sasl_password_env]
+
+    def ca_file(self) -> str | None:
+        """The CA file as an absolute path, checked to exist (a relative one is under the project root)."""
+        if not self.ssl_ca_location:
+            return None
+        path = resolve_local_path(self.ssl_ca_location)
+        if not Path(path).is_file():
+            raise ConfigError(f"kafka.ssl_ca_location {self.ssl_ca_location!r}: no such file ({path})")
+        return path
+
     def spark_options(self) -> dict[str, str]:
         """Options for Spark's Kafka source and sink (``kafka.``-prefixed client settings)."""
         options = {"kafka.bootstrap.servers": self.bootstrap_servers}
         options["kafka.security.protocol"] = self.security_protocol
-        if self.sasl_mechanism:
+        credentials = self.sasl_credentials()
+        if credentials and self.sasl_mechanism:
+            module = self.sasl_login_module or _LOGIN_MODULES[self.sasl_mechanism]
+            user, password = credentials
             options["kafka.sasl.mechanism"] = self.sasl_mechanism
-        jaas = self._jaas_config()
-        if jaas:
-            options["kafka.sasl.jaas.config"] = jaas
+            options["kafka.sasl.jaas.config"] = (
+                f"{module} required username={_jaas_quoted(user)} password={_jaas_quoted(password)};"
+            )
+        ca_file = self.ca_file()
+        if ca_file:
+            options["kafka.ssl.truststore.type"] = "PEM"
+            options["kafka.ssl.truststore.location"] = ca_file
         options.update({f"kafka.{key}": val for key, val in self.options.items()})
         return options
 
@@ -135,27 +209,14 @@ class KafkaSettings(_Strict):
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.security_protocol,
         }
-        if self.sasl_mechanism:
+        credentials = self.sasl_credentials()
+        if credentials:
             options["sasl_mechanism"] = self.sasl_mechanism
-        jaas = self._jaas_config()
-        if jaas:
-            user = re.search(r'username="([^"]*)"', jaas)
-            password = re.search(r'password="([^"]*)"', jaas)
-            if user and password:
-                options["sasl_plain_username"] = user.group(1)
-                options["sasl_plain_password"] = password.group(1)
+            options["sasl_plain_username"], options["sasl_plain_password"] = credentials
+        ca_file = self.ca_file()
+        if ca_file:
+            options["ssl_cafile"] = ca_file
         return options
-
-    def _jaas_config(self) -> str | None:
-        if not self.sasl_jaas_config_env:
-            return None
-        value = os.environ.get(self.sasl_jaas_config_env)
-        if not value:
-            raise ConfigError(
-                f"kafka.sasl_jaas_config_env names {self.sasl_jaas_config_env!r}, "
-                "which is not set in the environment"
-            )
-        return value
 
 
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"

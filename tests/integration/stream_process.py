@@ -19,14 +19,28 @@ from surveillance.kafka.admin import topic_end_offsets
 from surveillance.pipeline.detection import detection_checkpoint
 from surveillance.pipeline.stream import CRASH_ENV
 
+_SECURITY_KEYS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username_env",
+    "sasl_password_env",
+    "ssl_ca_location",
+)
+
 
 def stream_overrides(settings: Settings) -> list[str]:
-    """``--set`` assignments that give a new process the test's settings (broker, topics, tables, suites)."""
+    """``--set`` assignments that give a new process the test's settings (broker and its security, topics,
+    tables, suites)."""
     return [
         f"state_dir={settings.state_dir}",
         f"kafka.bootstrap_servers={settings.kafka.bootstrap_servers}",
         f"kafka.topics.quotes={settings.kafka.topics.quotes}",
         f"kafka.topics.alerts={settings.kafka.topics.alerts}",
+        *(
+            f"kafka.{key}={getattr(settings.kafka, key)}"
+            for key in _SECURITY_KEYS
+            if getattr(settings.kafka, key) is not None
+        ),
         f"lakehouse.root={settings.lakehouse.root}",
         f"stream.checkpoint_dir={settings.stream.checkpoint_dir}",
         f"stream.max_offsets_per_trigger={settings.stream.max_offsets_per_trigger}",

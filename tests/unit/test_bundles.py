@@ -462,14 +462,13 @@ def test_clusters_give_the_library_its_config_and_secrets() -> None:
     for env in TARGETS:
         overlay = yaml.safe_load((CONF / f"{env}.yml").read_text())
         needed |= {name for text in _strings(overlay) for name in re.findall(r"\$\{([A-Za-z_]\w*)\}", text)}
-        needed.add(overlay["kafka"]["sasl_jaas_config_env"])
-    assert needed == {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SASL_JAAS_CONFIG"}
+        needed |= {overlay["kafka"]["sasl_username_env"], overlay["kafka"]["sasl_password_env"]}
+    assert needed == {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}
     for job_key, job, task in _tasks():
         env_vars = _cluster(job, task)["spark_env_vars"]
         assert env_vars["SURVEIL_CONF_DIR"] == "${workspace.file_path}/conf", job_key
         assert needed <= set(env_vars), f"{job_key}: missing {needed - set(env_vars)}"
-        assert re.fullmatch(
-            r"\{\{secrets/\$\{var\.secret_scope\}/[\w.-]+\}\}", env_vars["KAFKA_SASL_JAAS_CONFIG"]
-        )
+        for secret in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):  # from the scope, never inline
+            assert re.fullmatch(r"\{\{secrets/\$\{var\.secret_scope\}/[\w.-]+\}\}", env_vars[secret])
     excluded = (_bundle().get("sync") or {}).get("exclude") or []
     assert not any(pattern.strip("/").startswith("conf") for pattern in excluded), "conf/ must be synced"

@@ -56,7 +56,7 @@ def test_dev_needs_its_bootstrap_servers_from_the_environment() -> None:
         load_settings(env="dev", environ={}, directory=CONF)
     settings = load_settings(
         env="dev",
-        environ={"KAFKA_BOOTSTRAP_SERVERS": "broker:9093", "KAFKA_SASL_JAAS_CONFIG": "x"},
+        environ={"KAFKA_BOOTSTRAP_SERVERS": "broker:9093"},
         directory=CONF,
     )
     assert settings.kafka.bootstrap_servers == "broker:9093"
@@ -70,21 +70,59 @@ def test_secrets_are_not_accepted_in_config_options() -> None:
         )
 
 
-def test_jaas_config_comes_from_the_named_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sasl_credentials_come_from_the_named_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(
         env="local",
-        overrides=["kafka.sasl_jaas_config_env=MY_JAAS", "kafka.security_protocol=SASL_SSL"],
+        overrides=[
+            "kafka.security_protocol=SASL_SSL",
+            "kafka.sasl_mechanism=SCRAM-SHA-512",
+            "kafka.sasl_username_env=MY_USER",
+            "kafka.sasl_password_env=MY_PASSWORD",
+        ],
         environ={},
         directory=CONF,
     )
-    monkeypatch.setenv(
-        "MY_JAAS",
-        'org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="p";',
+    monkeypatch.setenv("MY_USER", "alice")
+    monkeypatch.setenv("MY_PASSWORD", 'pa"ss\\word')
+    spark = settings.kafka.spark_options()
+    assert spark["kafka.sasl.mechanism"] == "SCRAM-SHA-512"
+    # Quotes and backslashes escaped for Kafka's JAAS parser: the password cannot end the value early.
+    assert spark["kafka.sasl.jaas.config"] == (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" '
+        'password="pa\\"ss\\\\word";'
     )
-    assert settings.kafka.spark_options()["kafka.sasl.jaas.config"].startswith("org.apache.kafka")
-    monkeypatch.delenv("MY_JAAS")
-    with pytest.raises(ConfigError, match="MY_JAAS"):
+    client = settings.kafka.client_options()
+    assert (client["sasl_plain_username"], client["sasl_plain_password"]) == ("alice", 'pa"ss\\word')
+    monkeypatch.delenv("MY_PASSWORD")
+    with pytest.raises(ConfigError, match="MY_PASSWORD is not set"):
         settings.kafka.spark_options()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["kafka.security_protocol=SASL_SSL"], "needs kafka.sasl_mechanism"),
+        (["kafka.sasl_mechanism=PLAIN"], "kafka.security_protocol is PLAINTEXT"),
+        (["kafka.ssl_ca_location=/tmp/ca.pem"], "ssl_ca_location is set but"),
+        (["kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=GSSAPI"], "sasl_mechanism"),
+    ],
+)
+def test_incomplete_kafka_security_fails_at_start(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env="local", overrides=overrides, environ={}, directory=CONF)
+
+
+def test_the_ca_file_must_exist(tmp_path: Path) -> None:
+    settings = load_settings(
+        env="local",
+        overrides=["kafka.security_protocol=SSL", f"kafka.ssl_ca_location={tmp_path}/missing.pem"],
+        environ={},
+        directory=CONF,
+    )
+    with pytest.raises(ConfigError, match="no such file"):
+        settings.kafka.client_options()
+    (tmp_path / "missing.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert settings.kafka.spark_options()["kafka.ssl.truststore.type"] == "PEM"
 
 
 def test_interval_parsing() -> None:

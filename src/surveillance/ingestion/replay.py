@@ -31,6 +31,7 @@ from rich.progress import (
 )
 
 from surveillance.config import KafkaSettings
+from surveillance.kafka.admin import access_problem
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CSV_SUFFIXES = (".csv",)
@@ -298,6 +299,9 @@ def _connected_producer(
             )
             return producer, None
         except (KafkaConnectionError, KafkaTimeoutError) as exc:
+            problem = access_problem(kafka, exc)
+            if problem.reachable:  # a broker answers but refuses us (TLS trust, SASL login): no waiting
+                return None, str(problem)
             left = deadline - time.monotonic()
             if left <= 0:
                 why = f"no broker reachable at {kafka.bootstrap_servers} for {retry_for_s:.0f} s: {exc}"

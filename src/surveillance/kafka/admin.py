@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import ssl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 
 from surveillance.config import KafkaSettings
+from surveillance.kafka.errors import BrokerAccessError
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +98,65 @@ def _admin(kafka: KafkaSettings) -> Iterator[KafkaAdminClient]:
         yield admin
     finally:
         admin.close()
+
+
+def check_access(kafka: KafkaSettings, timeout_s: float = 10.0) -> None:
+    """Connect as the settings say (TLS, SASL) and raise :class:`BrokerAccessError` with what is wrong."""
+    client_log = logging.getLogger("kafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # each failed attempt's log would bury the diagnosis
+    try:
+        admin = KafkaAdminClient(
+            **kafka.client_options(),
+            client_id="surveillance-access-check",
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
+    except (KafkaTimeoutError, KafkaConnectionError) as exc:
+        raise access_problem(kafka, exc) from None
+    finally:
+        client_log.setLevel(level)
+    admin.close()
+
+
+def access_problem(kafka: KafkaSettings, error: Exception) -> BrokerAccessError:
+    """Why a client could not bootstrap, found step by step against each bootstrap server: a TCP
+    connection, then the TLS handshake with the configured CA, then (what is left) the SASL login."""
+    problems: list[str] = []
+    reachable = False
+    for server in kafka.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            connection = socket.create_connection((host, int(port)), timeout=3)
+        except (OSError, ValueError) as exc:
+            problems.append(f"nothing answers at {server} ({exc})")
+            continue
+        reachable = True
+        with connection:
+            if kafka.uses_tls:
+                context = ssl.create_default_context(cafile=kafka.ca_file())
+                try:
+                    context.wrap_socket(connection, server_hostname=host).close()
+                except ssl.SSLCertVerificationError as exc:
+                    trusted = kafka.ssl_ca_location or "the system's certificate authorities"
+                    problems.append(
+                        f"{server}: its TLS certificate is not trusted ({exc.verify_message}); "
+                        f"trusted: {trusted} (kafka.ssl_ca_location)"
+                    )
+                    continue
+                except (ssl.SSLError, OSError) as exc:
+                    problems.append(f"{server}: the TLS handshake failed ({exc}); does it serve TLS?")
+                    continue
+        if kafka.security_protocol.startswith("SASL_"):
+            problems.append(
+                f"{server} accepted the connection but not the {kafka.sasl_mechanism} login of user "
+                f"{os.environ.get(kafka.sasl_username_env or '', '')!r}: the user or the password (the "
+                f"environment variables {kafka.sasl_username_env} and {kafka.sasl_password_env}) is wrong, "
+                "or the broker does not enable that mechanism"
+            )
+        else:
+            problems.append(f"{server} accepted the connection but did not answer as a Kafka broker")
+    summary = "; ".join(problems)
+    return BrokerAccessError(
+        f"cannot use Kafka at {kafka.bootstrap_servers} ({kafka.security_protocol}): {summary} [{error}]",
+        reachable,
+    )

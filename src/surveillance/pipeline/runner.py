@@ -18,12 +18,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from surveillance.config import Settings, resolve_local_path
-from surveillance.kafka.admin import topic_end_offsets
+from surveillance.kafka.admin import check_access, topic_end_offsets
+from surveillance.kafka.errors import BrokerAccessError
 from surveillance.models.scoring import preload_mlflow
 from surveillance.pipeline.backfill import STEPS, BackfillReport, EventRange, run_backfill
 from surveillance.pipeline.stream import StreamingJob, processed_offsets, start_stream, wait_for
 from surveillance.quality.validation import preload_great_expectations
 from surveillance.spark import get_spark
+
+
+def _check_brokers(settings: Settings, console: Console) -> None:
+    """Fail at once, with the reason, when the brokers answer but refuse us (TLS trust, SASL login):
+    Spark would retry that for ever. Brokers that do not answer yet may come: the stream waits for them."""
+    try:
+        check_access(settings.kafka)
+    except BrokerAccessError as exc:
+        if exc.reachable:
+            raise
+        console.print(f"[yellow]{exc}; starting anyway: the stream waits for the brokers")
 
 
 def run_stream(
@@ -35,9 +47,10 @@ def run_stream(
     With ``stream.processes: 2`` and both queries enabled, each query runs in its own process
     (:func:`run_query_processes`); otherwise both run here, in one Spark application.
     """
+    console = console or Console(stderr=True)
+    _check_brokers(settings, console)
     if settings.stream.processes == 2 and settings.stream.enabled and settings.detection.enabled:
         return run_query_processes(settings, once, console=console)
-    console = console or Console(stderr=True)
     # The imports overlap Spark's start-up (a restart waits for both).
     if settings.quality.enabled and settings.stream.enabled:
         preload_great_expectations()
