@@ -30,7 +30,8 @@ test: setup
 test-recovery: setup
 	$(BIN)/python -m pytest -q -m slow
 
-# Faults other than crashes (a stop on SIGTERM, ...): each case runs the stream as its own process.
+# Faults (kill -9 loop, broker outage, alerts topic refusing, failed Delta write, poison input, SIGTERM):
+# each case runs the stream as its own process and ends with a delta-rs audit of every table.
 test-chaos: setup
 	$(BIN)/python -m pytest -q -m chaos
 
