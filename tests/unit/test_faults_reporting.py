@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kafka.errors import NotEnoughReplicasError
+from kafka.errors import MessageSizeTooLargeError, NotEnoughReplicasError
 
 from surveillance.config import KafkaSettings
 from surveillance.pipeline.runner import StallReporter
@@ -83,7 +83,9 @@ def test_alerts_the_topic_refuses_are_sent_again_with_their_alert_id(
 ) -> None:
     monkeypatch.setattr("surveillance.sinks.kafka_alerts.time.sleep", lambda s: None)
     producer = RefusingProducer(refusals=3)
-    publisher = AlertPublisher(KafkaSettings(), timeout_s=600, say_every_s=0, producer=producer)
+    publisher = AlertPublisher(
+        KafkaSettings(), timeout_s=600, say_every_s=0, producer_factory=lambda: producer
+    )
     with caplog.at_level(logging.WARNING):
         assert publisher.send(_records(4), "stream", 7) == 4
     assert producer.acknowledged == [b"a0", b"a1", b"a2", b"a3"]  # once each, after three refusals
@@ -91,11 +93,34 @@ def test_alerts_the_topic_refuses_are_sent_again_with_their_alert_id(
     assert len(waiting) == 3 and "4 alert(s) of batch 7 not acknowledged" in waiting[0]
 
 
+class FatallyRefusingProducer(RefusingProducer):
+    """Once a record is refused for good (too large), fails every later send, as kafka-python's
+    idempotent producer does once its transaction manager holds a fatal error."""
+
+    def send(self, topic: str, key: bytes, value: bytes, headers: list) -> Delivery:
+        return Delivery(MessageSizeTooLargeError("fatal error"))
+
+
+def test_a_final_refusal_replaces_the_producer_and_the_alerts_go_out_on_a_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("surveillance.sinks.kafka_alerts.time.sleep", lambda s: None)
+    made = [FatallyRefusingProducer(0), FatallyRefusingProducer(0), RefusingProducer(1)]
+    factory = iter(made)
+    publisher = AlertPublisher(KafkaSettings(), timeout_s=600, producer_factory=lambda: next(factory))
+    assert publisher.send(_records(3), "stream", 5) == 3
+    # Two final refusals replaced two dead producers; the third refused once (retriable: kept) then sent.
+    assert publisher.producers_replaced == 2 and publisher.producer is made[2]
+    assert made[2].acknowledged == [b"a0", b"a1", b"a2"]
+
+
 def test_alerts_refused_past_the_timeout_fail_the_batch_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter(float(n) for n in range(0, 10_000, 100))
     monkeypatch.setattr("surveillance.sinks.kafka_alerts.time.monotonic", lambda: next(clock))
     monkeypatch.setattr("surveillance.sinks.kafka_alerts.time.sleep", lambda s: None)
-    publisher: Any = AlertPublisher(KafkaSettings(), timeout_s=300, producer=RefusingProducer(10**6))
+    publisher: Any = AlertPublisher(
+        KafkaSettings(), timeout_s=300, producer_factory=lambda: RefusingProducer(10**6)
+    )
     with pytest.raises(RuntimeError, match=r"refused 2 alert\(s\) of batch 3 for \d+ s"):
         publisher.send(_records(2), "stream", 3)
 

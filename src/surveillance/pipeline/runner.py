@@ -26,6 +26,8 @@ from surveillance.pipeline.stream import StreamingJob, processed_offsets, start_
 from surveillance.quality.validation import preload_great_expectations
 from surveillance.spark import get_spark
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
 
 def _check_brokers(settings: Settings, console: Console) -> None:
     """Fail at once, with the reason, when the brokers answer but refuse us (TLS trust, SASL login):
@@ -51,18 +53,23 @@ def run_stream(
     _check_brokers(settings, console)
     if settings.stream.processes == 2 and settings.stream.enabled and settings.detection.enabled:
         return run_query_processes(settings, once, console=console)
-    # The imports overlap Spark's start-up (a restart waits for both).
-    if settings.quality.enabled and settings.stream.enabled:
-        preload_great_expectations()
-    if settings.models.scoring.enabled and settings.detection.enabled:
-        preload_mlflow()
-    spark = get_spark(settings)
-    # With availableNow the query stops at the offsets that exist when it starts: that is the total.
-    total = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values()) if once else None
-    query = start_stream(spark, settings, once=once)
+    # From here on a stop is clean whenever it comes: one during Spark's start (seconds on a laptop, more
+    # for a niced query process behind a busy one) is honoured as soon as the query has started.
     stop_requested = threading.Event()
     previous = _on_stop_signals(stop_requested, console)
+    query: StreamingQuery | StreamingJob | None = None
     try:
+        # The imports overlap Spark's start-up (a restart waits for both).
+        if settings.quality.enabled and settings.stream.enabled:
+            preload_great_expectations()
+        if settings.models.scoring.enabled and settings.detection.enabled:
+            preload_mlflow()
+        spark = get_spark(settings)
+        # With availableNow the query stops at the offsets that exist when it starts: that is the total.
+        total = (
+            sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values()) if once else None
+        )
+        query = start_stream(spark, settings, once=once)
         with _progress(console, disable=not show_progress) as progress:
             task = progress.add_task(query.name, total=None, batches="")
 
@@ -83,7 +90,7 @@ def run_stream(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if query.isActive:
+        if query is not None and query.isActive:
             query.stop()
     if stop_requested.is_set():
         console.print("stopped on request: every query stopped, its checkpoint intact")
@@ -144,7 +151,11 @@ def _on_stop_signals(stop_requested: threading.Event, console: Console) -> dict[
         console.print(f"{signal.Signals(signum).name}: stopping the queries (send it again to force)")
         stop_requested.set()
 
-    return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
+    # A query's process starts with them blocked (_child_setup): one that came during its start-up waited,
+    # pending, for this handler.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    return previous
 
 
 def query_process_settings(settings: Settings) -> dict[str, Settings]:
@@ -184,9 +195,15 @@ def run_query_processes(
         # the CPU equally with the others, and niceness would order nothing between the two queries.
         children[role] = subprocess.Popen(command, process_group=0, preexec_fn=lambda n=nice: _child_setup(n))
 
+    signalled: set[str] = set()
+
     def forward(signum: int, frame: FrameType | None) -> None:
-        for process in children.values():
-            if process.poll() is None:
+        # A second signal from outside is passed on (it forces the exit); the stop of the other query
+        # after one failed is sent only to a process not yet asked to stop (twice would force it).
+        outside = frame is not None
+        for role, process in children.items():
+            if process.poll() is None and (outside or role not in signalled):
+                signalled.add(role)
                 process.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -204,12 +221,19 @@ def run_query_processes(
     failed += [role for role, p in children.items() if p.returncode not in (0, None) and role not in failed]
     for role in failed:
         console.print(f"[red]the {role} query's process exited with {children[role].returncode}")
-    return children[failed[0]].returncode if failed else 0
+    return exit_code(children[failed[0]].returncode) if failed else 0
+
+
+def exit_code(returncode: int) -> int:
+    """A child's return code as a shell reports it: killed by signal N (-N) is 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def _child_setup(nice: int) -> None:
-    """In a query's process before it runs: its niceness, and on Linux the parent's death ends it too
-    (a SIGKILLed ``surveil stream`` leaves no query running behind it)."""
+    """In a query's process before it runs: its niceness, the stop signals held until its handler is in
+    place (so that a stop during its interpreter's start is clean, not a kill), and on Linux the parent's
+    death ends it too (a SIGKILLed ``surveil stream`` leaves no query running behind it)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     if nice:
         os.nice(nice)
     if sys.platform == "linux":

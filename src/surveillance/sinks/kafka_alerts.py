@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
@@ -36,9 +37,12 @@ class AlertPublisher:
     Alerts are few per batch: a driver-side send saves the Spark job (and connection set-up) a Kafka batch
     write costs, which matters on the detection query's critical path.
 
-    While the topic refuses them (the broker away, too few in-sync replicas, ...) the records not yet
-    acknowledged are sent again, with their alert_id, until ``timeout_s``; what waits is logged every
-    ``say_every_s``. Only then does the send fail, and with it the batch, which a restart re-runs.
+    While the topic refuses them (the broker away, too few in-sync replicas, records over its size limit,
+    ...) the records not yet acknowledged are sent again, with their alert_id, until ``timeout_s``; what
+    waits is logged every ``say_every_s``. Only then does the send fail, and with it the batch, which a
+    restart re-runs. A refusal the broker calls final (not retriable: e.g. a record too large) leaves
+    kafka-python's idempotent producer in a fatal state in which it fails every later send, so the
+    producer is replaced before the next attempt.
     """
 
     def __init__(
@@ -46,20 +50,14 @@ class AlertPublisher:
         kafka: KafkaSettings,
         timeout_s: float = 600.0,
         say_every_s: float = 10.0,
-        producer: Any | None = None,
+        producer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.topic = kafka.topics.alerts
         self.bootstrap = kafka.bootstrap_servers
         self.timeout_s, self.say_every_s = timeout_s, say_every_s
-        if producer is None:
-            from kafka import KafkaProducer
-
-            # Each attempt is bounded, so that a refused record comes back to send() to be retried and
-            # logged, rather than waiting silently in the producer for minutes.
-            producer = KafkaProducer(
-                acks="all", linger_ms=0, delivery_timeout_ms=30_000, **kafka.client_options()
-            )
-        self.producer = producer
+        self._make_producer = producer_factory or (lambda: _kafka_producer(kafka))
+        self.producer = self._make_producer()
+        self.producers_replaced = 0
 
     def send(self, records: list[tuple[str, str, str]], stream_id: str, batch_id: int) -> int:
         """Send one micro-batch's (key, JSON value, alert_id) records; block until the broker has them
@@ -90,6 +88,8 @@ class AlertPublisher:
                     self.timeout_s,
                 )
                 last_said = time.monotonic()
+            if not _retriable(error):
+                self._replace_producer(error)
             time.sleep(1.0)
             waiting = refused
         return len(records)
@@ -130,5 +130,30 @@ class AlertPublisher:
                 first_error = first_error or exc
         return refused, first_error
 
+    def _replace_producer(self, error: Exception | None) -> None:
+        log.warning("replacing the alerts producer after a final refusal (%s)", error)
+        try:
+            self.producer.close(timeout=5)
+        except Exception as exc:  # a producer in a fatal state may fail to close: it is dropped anyway
+            log.warning("the refused alerts producer did not close cleanly: %s", exc)
+        self.producer = self._make_producer()
+        self.producers_replaced += 1
+
     def close(self) -> None:
         self.producer.close(timeout=10)
+
+
+def _kafka_producer(kafka: KafkaSettings) -> Any:
+    from kafka import KafkaProducer
+
+    # Each attempt is bounded, so that a refused record comes back to send() to be retried and logged,
+    # rather than waiting silently in the producer for minutes.
+    return KafkaProducer(acks="all", linger_ms=0, delivery_timeout_ms=30_000, **kafka.client_options())
+
+
+def _retriable(error: Exception | None) -> bool:
+    """Whether the producer may go on after ``error``: Kafka's retriable errors and timeouts (no broker,
+    no metadata yet) are; any other refusal may have left it in a fatal state."""
+    from kafka.errors import KafkaTimeoutError
+
+    return error is None or isinstance(error, KafkaTimeoutError) or bool(getattr(error, "retriable", False))
