@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SURVEIL := $(BIN)/surveil
 
-.PHONY: setup demo test test-recovery test-chaos test-unit kafka-up kafka-down kafka-status bench lint format clean
+.PHONY: setup demo test test-recovery test-chaos test-cluster test-unit kafka-up kafka-down kafka-status bench soak lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -22,10 +22,10 @@ setup: $(STAMP)
 demo: setup
 	$(SURVEIL) demo
 
-# Everything but the crash/restart suite (marked slow: it cold-starts the stream a dozen times) and the
-# fault-injection suite (chaos); CI runs all three.
+# Everything but the crash/restart suite (marked slow: it cold-starts the stream a dozen times), the
+# fault-injection suite (chaos) and the standalone-cluster suite; CI runs all four.
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow and not chaos"
+	$(BIN)/python -m pytest -q -m "not slow and not chaos and not cluster"
 
 test-recovery: setup
 	$(BIN)/python -m pytest -q -m slow
@@ -34,6 +34,10 @@ test-recovery: setup
 # each case runs the stream as its own process and ends with a delta-rs audit of every table.
 test-chaos: setup
 	$(BIN)/python -m pytest -q -m chaos
+
+# A Spark standalone cluster on loopback (master + two workers): the stream and a backfill via spark-submit.
+test-cluster: setup
+	$(BIN)/python -m pytest -q -m cluster
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
@@ -49,6 +53,10 @@ kafka-status: $(STAMP)
 
 bench: setup
 	$(SURVEIL) bench
+
+# Not in CI: 30 minutes at 1,000 quotes/s, a sample a minute, then whether anything grows (reports/soak.json).
+soak: setup
+	$(SURVEIL) soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests jobs

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from kafka import KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
 from pyspark.sql import functions as F
 from rich.console import Console
 from rich.table import Table
@@ -57,6 +58,8 @@ LATENCY_WARMUP_S = 30
 BENCH_OVERRIDES = (
     "state_dir=.state/bench",
     "lakehouse.root=.state/bench/lakehouse",
+    # Its own checkpoints: the wipe before a run must never reach a normal local run's (.state/checkpoints).
+    "stream.checkpoint_dir=.state/bench/checkpoints/quotes_to_lakehouse",
     "kafka.bootstrap_servers=localhost:9292",
     "kafka.local_broker.port=9292",
     "kafka.local_broker.controller_port=9293",
@@ -195,10 +198,16 @@ def committed_offsets(checkpoint: str) -> int:
     return sum(int(o) for line in lines[2:] for parts in json.loads(line).values() for o in parts.values())
 
 
+def quotes_topic_end(settings: Settings) -> int:
+    """Quotes written to the quotes topic so far: its end offsets, summed over partitions."""
+    return sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
+
+
 def _topic_lag(settings: Settings, checkpoint: str | None = None) -> int:
     """Quotes in the topic a query (by default the detection query) has not committed yet."""
-    end = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
-    return max(0, end - committed_offsets(checkpoint or detection_checkpoint(settings)))
+    return max(
+        0, quotes_topic_end(settings) - committed_offsets(checkpoint or detection_checkpoint(settings))
+    )
 
 
 def stream_log(settings: Settings, name: str) -> Path:
@@ -231,19 +240,22 @@ def stop_stream(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path) -> LatencyRun:
-    """Quote -> alert latency with both queries running (``surveil stream`` in its own process, as a user
-    runs it), at ``rate`` quotes/s for ``seconds`` after ``LATENCY_WARMUP_S`` at that rate."""
+def write_paced_quotes(rate: float, seconds: float, path: Path, seed: int = 11) -> Path:
+    """Generated quotes (20 symbols, injected anomalies) for ``seconds`` of replay at ``rate`` quotes/s:
+    each event-time minute holds what the replay sends in a minute of wall time."""
     symbols = 20
-    per_minute = max(1, int(rate * 60 / symbols))
     quotes = generate_quotes(
         symbols=symbols,
-        minutes=max(2, -(-(LATENCY_WARMUP_S + seconds) // 60)),
-        seed=11,
+        minutes=max(2, -(-int(seconds) // 60)),
+        seed=seed,
         inject_anomalies=True,
-        ticks_per_minute=per_minute,
+        ticks_per_minute=max(1, int(rate * 60 / symbols)),
     )
-    path = write_jsonl(quotes, workdir / f"latency_{int(rate)}.jsonl")
+    return write_jsonl(quotes, path)
+
+
+def alerts_consumer(settings: Settings) -> KafkaConsumer:
+    """A consumer of the alerts topic from its end, already joined: it sees every alert sent after."""
     consumer = KafkaConsumer(
         settings.kafka.topics.alerts,
         auto_offset_reset="latest",
@@ -252,15 +264,45 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
         **settings.kafka.client_options(),
     )
     consumer.poll(timeout_ms=1000)  # join the topic before anything is published
-    log = stream_log(settings, f"latency_{int(rate)}")
-    stream = launch_stream(settings, log)
+    return consumer
+
+
+def alert_latency(message: ConsumerRecord) -> tuple[int, float]:
+    """(the alerted quote's Kafka timestamp in ms, seconds from it to the alert's own Kafka timestamp)."""
+    alert = json.loads(message.value)
+    source = np.datetime64(alert["source_kafka_timestamp"].replace("Z", ""))
+    quote_ms = int(source.astype("datetime64[ms]").astype(np.int64))
+    return quote_ms, (message.timestamp - quote_ms) / 1000
+
+
+def wait_for_first_commit(
+    settings: Settings,
+    stream: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float = 300,
+    stop: threading.Event | None = None,
+) -> None:
+    """Until a launched ``surveil stream``'s lakehouse query has committed its first batch (on the empty
+    topic); by then the detection query is past its first batch too. Returns early once ``stop`` is set."""
     started = time.monotonic()
     lakehouse_commits = Path(resolve_local_path(settings.stream.checkpoint_dir)) / "commits"
-    # Warm-up: both queries past their first batches (on the empty topic) before quotes arrive.
     while not (lakehouse_commits.exists() and any(lakehouse_commits.iterdir())):
-        if stream.poll() is not None or time.monotonic() - started > 300:
+        if stop is not None and stop.is_set():
+            return
+        if stream.poll() is not None or time.monotonic() - started > timeout_s:
             raise RuntimeError(f"surveil stream committed no batch (see {log})")
         time.sleep(0.5)
+
+
+def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path) -> LatencyRun:
+    """Quote -> alert latency with both queries running (``surveil stream`` in its own process, as a user
+    runs it), at ``rate`` quotes/s for ``seconds`` after ``LATENCY_WARMUP_S`` at that rate."""
+    path = write_paced_quotes(rate, LATENCY_WARMUP_S + seconds, workdir / f"latency_{int(rate)}.jsonl")
+    consumer = alerts_consumer(settings)
+    log = stream_log(settings, f"latency_{int(rate)}")
+    stream = launch_stream(settings, log)
+    # Warm-up: both queries past their first batches (on the empty topic) before quotes arrive.
+    wait_for_first_commit(settings, stream, log)
     time.sleep(10)
     replayed = []
     sender = threading.Thread(
@@ -270,7 +312,7 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     latencies: list[float] = []
     lags: list[int] = []
     lakehouse_lags: list[int] = []
-    topic_start = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
+    topic_start = quotes_topic_end(settings)
     begun = time.monotonic()
     deadline = begun + LATENCY_WARMUP_S + seconds
     # Alerts on quotes sent in the warm-up are not counted: the first batches with data load the model
@@ -280,11 +322,9 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
     try:
         while sender.is_alive() or time.monotonic() < deadline:
             for message in consumer:
-                alert = json.loads(message.value)
-                source = np.datetime64(alert["source_kafka_timestamp"].replace("Z", ""))
-                quote_ms = int(source.astype("datetime64[ms]").astype(np.int64))
+                quote_ms, latency_s = alert_latency(message)
                 if quote_ms >= measured_from_ms:
-                    latencies.append((message.timestamp - quote_ms) / 1000)
+                    latencies.append(latency_s)
             if time.monotonic() - begun > LATENCY_WARMUP_S:
                 lags.append(_topic_lag(settings))
                 lakehouse_lags.append(_topic_lag(settings, settings.stream.checkpoint_dir))
@@ -293,7 +333,7 @@ def measure_latency(settings: Settings, rate: float, seconds: int, workdir: Path
         lag_end = _topic_lag(settings)
         lakehouse_lag_end = _topic_lag(settings, settings.stream.checkpoint_dir)
         # From the topic, not the replay's report: at rates the replay cannot reach, it is still sending.
-        topic_end = sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values())
+        topic_end = quotes_topic_end(settings)
         sent_rate = (topic_end - topic_start) / (time.monotonic() - begun)
         measured_for_s = time.time() - measured_from_ms / 1000
     finally:

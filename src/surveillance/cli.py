@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +79,44 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from surveillance.cluster import ClusterError, LocalSparkCluster, spark_submit_command
+
+    settings = _settings(args)
+    cluster = LocalSparkCluster(settings)
+    try:
+        if args.action == "up":
+            with console.status("starting a Spark standalone cluster (master and workers, loopback)..."):
+                status = cluster.up()
+            console.print(
+                f"Spark master at {status.master_url} ({status.workers_alive} workers, {status.cores} cores, "
+                f"{status.memory_mb:,} MB); web UI {status.web_url}; logs in {status.log_dir}"
+            )
+        elif args.action == "down":
+            console.print("Spark cluster stopped" if cluster.down() else "the Spark cluster was not running")
+        elif args.action == "status":
+            status = cluster.status()
+            print(json.dumps(vars(status), indent=2))
+            return 0 if status.running else 3
+        else:  # submit: one of jobs/ through spark-submit, the configuration given to this command passed on
+            if not args.job:
+                raise ClusterError(
+                    "cluster submit: name the job (stream, backfill, maintain, compare_models)"
+                )
+            master = args.master or cluster.master_url
+            passed = [item for value in _overrides(args) for item in ("--set", value)]
+            if _env(args):
+                passed += ["--env", _env(args)]
+            job_args = [arg for arg in args.job_args if arg != "--"]
+            command = spark_submit_command(master, args.job, [*job_args, *passed])
+            console.print("$ " + " ".join(command))
+            return subprocess.call(command)
+    except ClusterError as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from surveillance.ingestion.generator import (
         ANOMALY_TYPES,
@@ -131,20 +173,42 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     unsent = Path(resolve_local_path(settings.state_dir)) / "replay" / f"{source.stem}.unsent.{stamp}.jsonl"
     unsent.parent.mkdir(parents=True, exist_ok=True)
-    result = replay_file(
-        source,
-        settings.kafka,
-        topic=args.topic,
-        rate=args.rate,
-        progress=True,
-        retry_for_s=args.retry_for,
-        unsent_out=unsent,
-    )
+    stop = threading.Event()
+
+    def stop_sending(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            console.print(f"{name} again: exiting without waiting for acknowledgements")
+            os._exit(128 + signum)
+        console.print(f"{name}: stopping after the records in flight (send it again to force)")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stop_sending) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = replay_file(
+            source,
+            settings.kafka,
+            topic=args.topic,
+            rate=args.rate,
+            progress=True,
+            retry_for_s=args.retry_for,
+            unsent_out=unsent,
+            stop=stop,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     console.print(
         f"sent {result.sent:,} messages ({result.skipped_blank} blank lines skipped, {result.failed} failed) "
         f"in {result.elapsed_s:.1f}s"
     )
-    if result.ok:
+    if result.ok and not result.stopped_on_request:
+        return 0
+    if result.stopped_on_request and not result.failed:
+        console.print(
+            f"stopped on request: records from {result.not_attempted_from} on were not sent; they are in "
+            f"{result.unsent_file} (replay it to send them)"
+        )
         return 0
     if result.failed_records:
         console.print(f"[red]not acknowledged: records {record_ranges(result.failed_records)}")
@@ -176,6 +240,56 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"backfill: {exc}") from None
     backfill_with_progress(settings, range_, console=console)
+    return 0
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from surveillance.maintenance import maintain
+    from surveillance.spark import get_spark
+
+    settings = _settings(args)
+    results = maintain(
+        get_spark(settings),
+        settings,
+        tables=args.table or None,
+        dry_run=args.dry_run,
+        apply_properties=args.properties,
+    )
+    title = "Delta maintenance" + (" (dry run: nothing changed)" if args.dry_run else "")
+    table = Table(title=title)
+    for column in (
+        "table",
+        "files before",
+        "files after",
+        "compacted",
+        "vacuumed",
+        "retention properties",
+        "s",
+    ):
+        table.add_column(column)
+    differing = False
+    for r in results:
+        if r.properties_set:
+            properties = "set: " + ", ".join(f"{k}={v}" for k, v in r.properties_set.items())
+        elif r.properties_differing:
+            differing = True
+            properties = "differ: " + ", ".join(
+                f"{k} {old} -> {new}" for k, (old, new) in r.properties_differing.items()
+            )
+        else:
+            properties = "as configured"
+        table.add_row(
+            r.table, str(r.files_before), str(r.files_after), "yes" if r.compacted else "-",
+            str(r.files_vacuumed), properties, f"{r.seconds:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    if differing:
+        console.print(
+            "retention properties differ from lakehouse.maintenance: run `surveil maintain --properties` "
+            "with the stream stopped (a metadata commit fails a concurrent batch, redone at its restart)"
+        )
     return 0
 
 
@@ -335,6 +449,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from surveillance.soak import run_soak
+
+    if min(args.minutes, args.rate, args.every) <= 0:
+        raise SystemExit("soak: --minutes, --rate and --every must be positive")
+    try:
+        report = run_soak(
+            minutes=args.minutes,
+            rate=args.rate,
+            every=args.every,
+            out=Path(args.out),
+            env=_env(args),
+            overrides=_overrides(args),
+            console=console,
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C before the stream started: the report is written
+        return 130
+    return 0 if report.ok else 1
+
+
 def _add_config_options(parser: argparse.ArgumentParser, suffix: str = "") -> None:
     parser.add_argument(
         "--env",
@@ -368,6 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = commands.add_parser("kafka", parents=[common], help="the local KRaft broker: up | down | status")
     kafka.add_argument("action", choices=["up", "down", "status"])
     kafka.set_defaults(func=cmd_kafka)
+
+    cluster = commands.add_parser(
+        "cluster",
+        parents=[common],
+        help="a Spark standalone cluster on loopback: up | down | status; submit JOB runs jobs/JOB.py on it",
+    )
+    cluster.add_argument("action", choices=["up", "down", "status", "submit"])
+    cluster.add_argument("job", nargs="?", help="submit: stream, backfill, maintain or compare_models")
+    cluster.add_argument("--master", help="submit: this master instead of the local cluster's")
+    cluster.add_argument("job_args", nargs=argparse.REMAINDER, help="submit: the job's own arguments")
+    cluster.set_defaults(func=cmd_cluster)
 
     generate = commands.add_parser("generate", parents=[common], help="synthesize labelled quotes")
     generate.add_argument("--out", required=True, help="output file (.jsonl or .csv)")
@@ -431,6 +576,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.set_defaults(func=cmd_backfill)
 
+    maintain = commands.add_parser(
+        "maintain",
+        parents=[common],
+        help="Delta housekeeping: compaction, VACUUM, retention (stream may run)",
+    )
+    maintain.add_argument(
+        "--table", action="append", help="only this table (repeatable); compacted even if gold"
+    )
+    maintain.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+    maintain.add_argument(
+        "--properties", action="store_true", help="also set the retention properties where they differ"
+    )
+    maintain.set_defaults(func=cmd_maintain)
+
     tables = commands.add_parser("tables", parents=[common], help="the lakehouse tables and their locations")
     tables.add_argument("--json", action="store_true")
     tables.add_argument("--all", action="store_true", help="include internal tables (stream_progress)")
@@ -490,6 +649,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these parts, for tuning: raw lakehouse latency peer cold growth",
     )
     bench.set_defaults(func=cmd_bench)
+
+    soak = commands.add_parser(
+        "soak", parents=[common], help="both queries under a steady load for a long while: what grows?"
+    )
+    soak.add_argument("--minutes", type=float, default=30, help="how long the input lasts")
+    soak.add_argument("--rate", type=float, default=1_000.0, help="input rate, quotes per second")
+    soak.add_argument("--every", type=float, default=60, help="seconds between samples")
+    soak.add_argument("--out", default="reports/soak.json")
+    soak.set_defaults(func=cmd_soak)
     return parser
 
 

@@ -69,6 +69,16 @@ def _check_interval(value: str) -> str:
     return value
 
 
+class LocalClusterSettings(_Strict):
+    """``surveil cluster up``: a Spark standalone master and workers on loopback."""
+
+    port: int = Field(7077, ge=1, le=65535)
+    webui_port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=16)
+    worker_cores: int = Field(1, ge=1)
+    worker_memory: str = Field("2g", pattern=r"^[1-9][0-9]*[mMgG]$")
+
+
 class SparkSettings(_Strict):
     master: str | None = "local[*]"
     app_name: str = "market-surveillance"
@@ -79,6 +89,7 @@ class SparkSettings(_Strict):
     # A local driver JVM maps the class-data archive `surveil setup` writes (a faster start; see spark.py).
     class_archive: bool = True
     conf: dict[str, str] = Field(default_factory=dict)
+    local_cluster: LocalClusterSettings = LocalClusterSettings()
 
     _text_options = field_validator("conf", mode="before")(_stringify_options)
 
@@ -222,6 +233,48 @@ class KafkaSettings(_Strict):
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
+# Tables only ever appended to by the stream: compacting them cannot conflict with its writes (a MERGE,
+# as gold's, can, so gold is compacted only when asked for, with the stream stopped).
+_APPEND_ONLY_TABLES = [
+    "bronze_quotes",
+    "silver_quotes",
+    "quarantine_quotes",
+    "alerts",
+    "dq_results",
+    "stream_progress",
+]
+_MIN_SAFE_VACUUM_S = 7 * 86400  # Delta's own safety check: a write may still use files younger than this
+
+
+class MaintenanceSettings(_Strict):
+    """``surveil maintain``: compaction, VACUUM, and the log's retention, safe with the stream running."""
+
+    optimize: list[str] = Field(default_factory=lambda: list(_APPEND_ONLY_TABLES))
+    # Files no version within this reaches are deleted by VACUUM; time travel reaches this far back.
+    vacuum_retention: str = "7 days"
+    # The transaction log's history kept (delta.logRetentionDuration): Delta drops older log files itself.
+    log_retention: str = "30 days"
+    # Below 7 days VACUUM may delete files a running write still needs: only with the stream stopped.
+    allow_short_vacuum_retention: bool = False
+
+    _intervals = field_validator("vacuum_retention", "log_retention")(_check_interval)
+
+    @model_validator(mode="after")
+    def _safe_retention(self) -> MaintenanceSettings:
+        if (
+            interval_seconds(self.vacuum_retention) < _MIN_SAFE_VACUUM_S
+            and not self.allow_short_vacuum_retention
+        ):
+            raise ValueError(
+                f"lakehouse.maintenance.vacuum_retention {self.vacuum_retention!r} is under 7 days: VACUUM "
+                "could delete files a running write or a reader still uses (allow_short_vacuum_retention: "
+                "true is for a lakehouse no stream writes while VACUUM runs)"
+            )
+        if interval_seconds(self.log_retention) < interval_seconds(self.vacuum_retention):
+            raise ValueError("lakehouse.maintenance.log_retention is shorter than vacuum_retention")
+        return self
+
+
 class LakehouseSettings(_Strict):
     model_config = ConfigDict(
         extra="forbid", frozen=True, coerce_numbers_to_str=True, validate_by_name=True, validate_by_alias=True
@@ -234,6 +287,7 @@ class LakehouseSettings(_Strict):
     schema_name: str | None = Field(None, alias="schema", pattern=_IDENTIFIER)
     # Optional per-table overrides: {logical name: path (has a "/") or table name}.
     tables: dict[str, str] = Field(default_factory=dict)
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     _text_options = field_validator("tables", mode="before")(_stringify_options)
 
@@ -528,14 +582,16 @@ class Settings(_Strict):
 
 def conf_dir() -> Path:
     """The folder holding base.yml and the overlays: SURVEIL_CONF_DIR, else ./conf or ../conf (a notebook
-    in notebooks/ runs in its own folder on Databricks), else the source checkout's."""
+    in notebooks/ runs in its own folder on Databricks), else the source checkout's, else the copy inside
+    the installed wheel (a job on a cluster's node, with no checkout)."""
     explicit = os.environ.get("SURVEIL_CONF_DIR")
     if explicit:
         return Path(explicit)
-    for candidate in (Path.cwd() / "conf", Path.cwd().parent / "conf"):
+    here = Path(__file__).resolve()
+    for candidate in (Path.cwd() / "conf", Path.cwd().parent / "conf", here.parents[2] / "conf"):
         if (candidate / "base.yml").exists():
             return candidate
-    return Path(__file__).resolve().parents[2] / "conf"
+    return here.parent / "conf"
 
 
 def load_settings(

@@ -131,7 +131,7 @@ def build_class_archive(settings: Settings) -> Path:
     return target
 
 
-def _running_on_cluster() -> bool:
+def running_on_cluster() -> bool:
     # Databricks and spark-submit start the JVM themselves (with their own jars / --packages); pyspark
     # then connects to it through PYSPARK_GATEWAY_PORT instead of launching one.
     return "DATABRICKS_RUNTIME_VERSION" in os.environ or "PYSPARK_GATEWAY_PORT" in os.environ
@@ -173,19 +173,19 @@ def get_spark(settings: Settings, app_name: str | None = None) -> SparkSession:
         "spark.sql.constraintPropagation.enabled": "false",
     }
     spark_conf.update(settings.spark.conf)
-    if settings.spark.class_archive and not _running_on_cluster():
+    if settings.spark.class_archive and not running_on_cluster():
         archive_out = os.environ.get("SURVEIL_CLASS_ARCHIVE_OUT")
         options = _driver_java_options(
             spark_conf.get("spark.driver.extraJavaOptions"), Path(archive_out) if archive_out else None
         )
         if options:
             spark_conf["spark.driver.extraJavaOptions"] = options
-    if settings.spark.master and not _running_on_cluster():
+    if settings.spark.master and not running_on_cluster():
         # Under spark-submit the master is the one given to it (--master), never a configured one.
         builder = builder.master(settings.spark.master)
     for key, value in spark_conf.items():
         builder = builder.config(key, value)
-    if not _running_on_cluster():
+    if not running_on_cluster():
         from delta import configure_spark_with_delta_pip
 
         # Python workers (model features and scoring) must run this interpreter, which has the library and

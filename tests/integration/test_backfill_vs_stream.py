@@ -21,10 +21,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from surveillance.cluster import spark_submit_command
 from surveillance.ingestion.generator import DEFAULT_START, GeneratedQuotes, generate_quotes
 from surveillance.lakehouse import delta_table, read_table
 from surveillance.pipeline.backfill import EventRange, event_range, run_backfill
-from surveillance.spark import KAFKA_CONNECTOR, TOKEN_PROVIDER, TOKEN_PROVIDER_VERSION, jar_cache
 
 if TYPE_CHECKING:
     from conftest import Pipeline
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
 REBUILT = ("silver_quotes", "gold_bars_1m", "alerts", "quarantine_quotes", "dq_results", "backfill_runs")
 # Written when a row is written, not derived from the data: the only columns a backfill may not reproduce.
 # The stream's alerts also carry the detection query's batch (stream_id, batch_id), which a backfill from
@@ -66,8 +65,6 @@ def _spark_submit_backfill(pipeline: Pipeline, rebuilt: Path, day: dt.date) -> s
     """``spark-submit jobs/backfill.py`` over the stream's bronze, into fresh silver/gold/alerts tables."""
     settings = pipeline.settings
     bars_suite = settings.quality.suites.gold_bars_1m
-    token_jar = jar_cache() / "spark-jars" / f"{TOKEN_PROVIDER.split(':')[1]}-{TOKEN_PROVIDER_VERSION}.jar"
-    assert token_jar.exists(), "the test session's Spark start fetches it"
     overrides = [
         f"state_dir={settings.state_dir}",
         f"lakehouse.root={settings.lakehouse.root}",
@@ -75,35 +72,17 @@ def _spark_submit_backfill(pipeline: Pipeline, rebuilt: Path, day: dt.date) -> s
         *(f"quality.suites.gold_bars_1m.{name}.severity=off" for name in bars_suite),
         *(f"lakehouse.tables.{name}={rebuilt / name}" for name in REBUILT),
     ]
-    command = [
-        str(Path(sys.executable).parent / "spark-submit"),
-        "--master",
+    command = spark_submit_command(
         "local[2]",
-        "--driver-memory",
-        "2g",
-        "--packages",
-        f"{DELTA_PACKAGE},{KAFKA_CONNECTOR}",
-        "--exclude-packages",
-        TOKEN_PROVIDER,
-        "--jars",
-        str(token_jar),
-        "--conf",
-        "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-        "--conf",
-        "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "--conf",
-        "spark.sql.shuffle.partitions=2",
-        "--conf",
-        "spark.ui.enabled=false",
-        str(ROOT / "jobs" / "backfill.py"),
-        "--from",
-        day.isoformat(),
-        "--to",
-        day.isoformat(),
-        "--env",
-        "local",
-        *[item for assignment in overrides for item in ("--set", assignment)],
-    ]
+        "backfill",
+        [
+            "--from", day.isoformat(),
+            "--to", day.isoformat(),
+            "--env", "local",
+            *[item for assignment in overrides for item in ("--set", assignment)],
+        ],
+        conf={"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"},
+    )  # fmt: skip
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SURVEIL_CONF_DIR": str(ROOT / "conf")}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -158,3 +161,40 @@ def test_up_refuses_a_port_taken_by_another_process(kafka_settings: Settings, tm
     with pytest.raises(BrokerError, match="19192 on localhost is taken"):
         broker.up(timeout=10)
     assert not broker.status().running
+
+
+def test_replay_stops_on_sigterm_with_what_was_sent_on_the_topic_and_the_rest_in_a_file(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    settings = _private_topics(kafka_settings)
+    ensure_topics(settings.kafka)
+    lines = [f'{{"event_id": "r{n}", "symbol": "S{n % 5}"}}' for n in range(3000)]
+    source = tmp_path / "paced.jsonl"
+    source.write_text("".join(f"{line}\n" for line in lines))
+    sets = [
+        f"state_dir={settings.state_dir}",
+        f"kafka.bootstrap_servers={settings.kafka.bootstrap_servers}",
+        f"kafka.topics.quotes={settings.kafka.topics.quotes}",
+    ]
+    command = [sys.executable, "-m", "surveillance.cli", *[a for s in sets for a in ("--set", s)]]
+    replay = subprocess.Popen(
+        [*command, "replay", "--file", str(source), "--rate", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while count_messages(settings.kafka, settings.kafka.topics.quotes) < 200:  # under way
+        assert replay.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    replay.send_signal(signal.SIGTERM)
+    output, _ = replay.communicate(timeout=60)
+    text = " ".join(output.split())
+    assert replay.returncode == 0, output[-3000:]
+    assert "SIGTERM: stopping after the records in flight" in text and "stopped on request" in text
+    unsent = sorted((Path(settings.state_dir) / "replay").glob("paced.unsent.*.jsonl"))
+    assert len(unsent) == 1
+    left = unsent[0].read_text().splitlines()
+    on_topic = count_messages(settings.kafka, settings.kafka.topics.quotes)
+    assert 200 <= on_topic < len(lines) and on_topic + len(left) == len(lines)
+    assert left == lines[on_topic:]  # exactly the records after the last one sent, in order

@@ -414,7 +414,11 @@ def test_task_commands() -> None:
         argv = _resolved_argv("dev", job, task)
         if argv is not None:
             commands[job_key] = _parse(argv).command
-    assert commands == {"quotes_stream": "stream", "nightly_backfill": "backfill"}
+    assert commands == {
+        "quotes_stream": "stream",
+        "nightly_backfill": "backfill",
+        "nightly_maintenance": "maintain",
+    }
     assert _job_file_prefix(ROOT / "jobs" / "compare_models.py") == ["models", "compare"]
     (comparison,) = _jobs()["model_comparison"]["tasks"]
     notebook = comparison["notebook_task"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,26 @@ def test_replay_says_what_waits_while_nothing_is_acknowledged(tmp_path: Path) ->
     result = _replay(path, Silent(defer=True), say=said.append, stall_every_s=0.1)
     assert result.sent == 3 and result.ok
     assert said and said[0].startswith("waiting for the broker: 3 record(s) unacknowledged")
+
+
+def test_a_stop_request_ends_the_sending_and_reports_the_rest_unsent(tmp_path: Path) -> None:
+    stop = threading.Event()
+
+    class StopsAfterFive(FakeProducer):  # the signal handler sets the event while record 5 is sent
+        def send(self, topic: str, value: bytes, key: bytes | None = None) -> Future:
+            future = super().send(topic, value, key)
+            if len(self.sent) == 5:
+                stop.set()
+            return future
+
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(f'{{"symbol":"S{n}"}}\n' for n in range(12)))
+    producer = StopsAfterFive(defer=True)  # acknowledged only on the final flush: none is abandoned
+    result = _replay(path, producer, stop=stop, unsent_out=tmp_path / "unsent.jsonl")
+    assert len(producer.sent) == 5 and producer.flushed
+    assert (result.sent, result.failed) == (5, 0) and result.stopped_on_request
+    assert result.ok and not result.stopped_early  # a requested stop is not a failure...
+    assert result.not_attempted_from == 6  # ...but what was not sent is said, and kept to replay
+    assert (tmp_path / "unsent.jsonl").read_text().splitlines() == [
+        f'{{"symbol":"S{n}"}}' for n in range(5, 12)
+    ]

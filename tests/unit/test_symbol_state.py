@@ -16,6 +16,7 @@ from surveillance.detection.symbol_state import (
     advance_symbol,
     new_quotes_in_context,
 )
+from surveillance.transforms.arrivals import SeenQuotes
 
 LIMITS = StateLimits(
     tail_ticks=3, late_after_micros=600_000_000, dedup_horizon_micros=3_600_000_000, dedup_max_ids=4
@@ -23,7 +24,8 @@ LIMITS = StateLimits(
 SECOND = 1_000_000
 
 
-def _rows(*quotes: tuple[str, int], first_offset: int = 0) -> pd.DataFrame:
+def _rows(*quotes: tuple[str, int], first_offset: int = 0, arrived_at_s: int = 0) -> pd.DataFrame:
+    """One symbol's quotes (event_id, event time in s), arriving in this order from ``arrived_at_s`` on."""
     ids = [event_id for event_id, _ in quotes]
     return pd.DataFrame(
         {
@@ -37,7 +39,7 @@ def _rows(*quotes: tuple[str, int], first_offset: int = 0) -> pd.DataFrame:
             "dq_warnings": [["bid_not_above_ask"] if i == 0 else [] for i in range(len(ids))],
             "kafka_partition": 0,
             "kafka_offset": np.arange(first_offset, first_offset + len(ids)),
-            "kafka_micros": np.arange(first_offset, first_offset + len(ids)),
+            "kafka_micros": arrived_at_s * SECOND + np.arange(first_offset, first_offset + len(ids)),
         }
     )
 
@@ -84,11 +86,43 @@ def test_lateness_and_order_are_per_symbol_against_its_own_high_water_mark() -> 
 
 def test_seen_ids_are_bounded_by_horizon_and_count() -> None:
     _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1), ("b", 2), ("c", 3)), LIMITS)
-    _, state = advance_symbol(_round_trip(state), _rows(("d", 7200), ("e", 7201), first_offset=3), LIMITS)
-    # a, b, c are more than an hour behind the high-water mark: forgotten; at most 4 ids are kept anyway.
-    assert len(state.seen_hashes) == 2
-    context, _ = advance_symbol(_round_trip(state), _rows(("e", 7201), ("f", 7202), first_offset=5), LIMITS)
+    later = _rows(("d", 7200), ("e", 7201), first_offset=3, arrived_at_s=7200)
+    _, state = advance_symbol(_round_trip(state), later, LIMITS)
+    # a, b, c are more than an hour behind the high-water mark and arrived more than an hour before the
+    # latest: forgotten; at most 4 ids are kept anyway.
+    assert len(state.seen.hashes) == 2
+    again = _rows(("e", 7201), ("f", 7202), first_offset=5, arrived_at_s=7201)
+    context, _ = advance_symbol(_round_trip(state), again, LIMITS)
     assert list(context[context.is_new].event_id) == ["f"]
+
+
+def test_a_quote_stamped_hours_ahead_does_not_make_the_symbol_forget_what_just_arrived() -> None:
+    # "ahead" (a clock hours fast, yet within the plausible day) moves the high-water mark past a and b...
+    _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1), ("b", 2), ("ahead", 20_000)), LIMITS)
+    # ...but a and b arrived moments ago: sent again, they are still recognised.
+    stored = _round_trip(state)
+    context, after = advance_symbol(stored, _rows(("a", 1), ("b", 2), first_offset=3), LIMITS)
+    assert context.empty and after is stored
+
+
+def test_a_file_replayed_hours_later_is_recognised_by_its_event_times() -> None:
+    _, state = advance_symbol(SymbolState.empty(), _rows(("a", 1), ("b", 2)), LIMITS)
+    replayed = _rows(("a", 1), ("b", 2), ("c", 3), first_offset=2, arrived_at_s=5 * 3600)
+    context, _ = advance_symbol(_round_trip(state), replayed, LIMITS)
+    assert list(context[context.is_new].event_id) == ["c"]
+
+
+def test_a_state_written_before_arrivals_were_kept_still_reads() -> None:
+    hashes = np.array([11, 22], np.int64).tobytes()
+    event_times = np.array([5 * SECOND, 6 * SECOND], np.int64).tobytes()
+    seen = SeenQuotes.from_bytes(hashes, event_times, 6 * SECOND)
+    assert list(seen.hashes) == [11, 22] and list(seen.arrivals) == list(seen.micros) == [
+        5 * SECOND,
+        6 * SECOND,
+    ]
+    again = SeenQuotes.from_bytes(*seen.to_bytes(), seen.high_water)  # written anew: both clocks kept
+    assert list(again.hashes) == [11, 22] and list(again.arrivals) == list(again.micros)
+    assert len(seen.to_bytes()[1]) == 4 * 8
 
 
 def test_a_batch_of_only_resent_ids_changes_nothing() -> None:

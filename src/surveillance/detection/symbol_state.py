@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyspark.sql import types as T
@@ -111,15 +110,17 @@ class StateLimits:
 @dataclass
 class SymbolState:
     tail: pd.DataFrame  # _TAIL columns + dq_warnings (lists), tick order
-    seen_hashes: np.ndarray
-    seen_micros: np.ndarray
-    max_event_micros: int | None
+    seen: SeenQuotes  # the ids accepted, and the symbol's high-water mark
+
+    @property
+    def max_event_micros(self) -> int | None:
+        return self.seen.high_water
 
     @classmethod
     def empty(cls) -> SymbolState:
         tail = pd.DataFrame({name: pd.Series(dtype=_dtype(name)) for name in _TAIL})
         tail["dq_warnings"] = pd.Series(dtype=object)
-        return cls(tail, np.array([], np.int64), np.array([], np.int64), None)
+        return cls(tail, SeenQuotes.empty())
 
     @classmethod
     def from_row(cls, row: tuple) -> SymbolState:
@@ -127,12 +128,10 @@ class SymbolState:
         table = pa.ipc.open_stream(bytes(values["tail"])).read_all()
         tail = table.to_pandas()
         tail["dq_warnings"] = [list(w) if w is not None else [] for w in tail["dq_warnings"]]
-        return cls(
-            tail,
-            np.frombuffer(bytes(values["seen_hashes"]), np.int64),
-            np.frombuffer(bytes(values["seen_micros"]), np.int64),
-            values["max_event_micros"],
+        seen = SeenQuotes.from_bytes(
+            bytes(values["seen_hashes"]), bytes(values["seen_micros"]), values["max_event_micros"]
         )
+        return cls(tail, seen)
 
     def to_row(self) -> tuple:
         tail = self.tail[[*_TAIL, "dq_warnings"]]
@@ -142,8 +141,7 @@ class SymbolState:
             writer.write_table(table)
         return (
             sink.getvalue().to_pybytes(),
-            np.ascontiguousarray(self.seen_hashes, np.int64).tobytes(),
-            np.ascontiguousarray(self.seen_micros, np.int64).tobytes(),
+            *self.seen.to_bytes(),
             None if self.max_event_micros is None else int(self.max_event_micros),
         )
 
@@ -156,8 +154,7 @@ def advance_symbol(
     state: SymbolState, rows: pd.DataFrame, limits: StateLimits
 ) -> tuple[pd.DataFrame, SymbolState]:
     """One micro-batch of one symbol: (its context rows, the state after it). Pure: no I/O, no Spark."""
-    seen = SeenQuotes(state.seen_hashes, state.seen_micros, state.max_event_micros)
-    fresh, after_seen = arrive(seen, rows, limits.arrival)
+    fresh, after_seen = arrive(state.seen, rows, limits.arrival)
     fresh = fresh.reset_index(drop=True)
     if fresh.empty:
         return _context(state.tail.iloc[:0], fresh, rows.iloc[:0]), state
@@ -166,10 +163,7 @@ def advance_symbol(
     merged = pd.concat([tail, fresh[[*_TAIL, "dq_warnings", "is_new"]]], ignore_index=True)
     merged = merged.sort_values(["event_micros", "event_id"], kind="mergesort", ignore_index=True)
     after = SymbolState(
-        merged[[*_TAIL, "dq_warnings"]].iloc[-limits.tail_ticks :].reset_index(drop=True),
-        after_seen.hashes,
-        after_seen.micros,
-        after_seen.high_water,
+        merged[[*_TAIL, "dq_warnings"]].iloc[-limits.tail_ticks :].reset_index(drop=True), after_seen
     )
     return _context(state.tail, fresh, rows), after
 

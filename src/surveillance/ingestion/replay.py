@@ -55,6 +55,7 @@ class ReplayResult:
     failed_records: tuple[int, ...] = ()
     not_attempted_from: int | None = None
     unsent_file: Path | None = None  # every record not sent, as sent, to replay as it is
+    stopped_on_request: bool = False  # a stop (SIGTERM/SIGINT) ended the sending: not an error
 
     @property
     def attempted(self) -> int:
@@ -322,13 +323,15 @@ def replay_file(
     unsent_out: Path | None = None,
     say: Callable[[str], None] | None = None,
     stall_every_s: float = 5.0,
+    stop: threading.Event | None = None,
 ) -> ReplayResult:
     """Send every line (JSONL) or row (CSV) of ``path`` to ``topic`` (default: the quotes topic).
 
     Through a broker outage each record is retried for up to ``retry_for_s`` (the idempotent producer
     sends it once however often it retries), and ``say`` hears every ``stall_every_s`` what waits. Records
     that still failed, and after a stop those never attempted, are listed in the result and written as
-    they were sent to ``unsent_out``.
+    they were sent to ``unsent_out``. Once ``stop`` is set, no further record is sent: the ones in flight
+    are acknowledged (or reported failed), the rest reported not attempted.
     """
     path = Path(path)
     kind = file_format(path)
@@ -343,6 +346,7 @@ def replay_file(
     skipped = 0
     not_attempted: list[bytes] = []
     not_attempted_from: int | None = None
+    stopped_on_request = False
     if own_producer:
         producer, unreachable = _connected_producer(kafka, retry_for_s, say or console.print)
         if producer is None:  # nothing is attempted: the whole file is reported (and written) unsent
@@ -359,6 +363,8 @@ def replay_file(
                 if value is None:
                     skipped += 1
                     continue
+                if not_attempted_from is None and stop is not None and stop.is_set():
+                    not_attempted_from, stopped_on_request = count, True
                 if not_attempted_from is not None:
                     not_attempted.append(value)
                     continue
@@ -401,10 +407,11 @@ def replay_file(
         skipped_blank=skipped,
         elapsed_s=round(time.monotonic() - started, 3),
         first_error=tally.first_error,
-        stopped_early=not_attempted_from is not None,
+        stopped_early=not_attempted_from is not None and not stopped_on_request,
         failed_records=tuple(failed),
         not_attempted_from=not_attempted_from if not_attempted else None,
         unsent_file=written,
+        stopped_on_request=stopped_on_request and bool(not_attempted),
     )
 
 

@@ -120,7 +120,11 @@ def check_access(kafka: KafkaSettings, timeout_s: float = 10.0) -> None:
 
 def access_problem(kafka: KafkaSettings, error: Exception) -> BrokerAccessError:
     """Why a client could not bootstrap, found step by step against each bootstrap server: a TCP
-    connection, then the TLS handshake with the configured CA, then (what is left) the SASL login."""
+    connection, then the TLS handshake with the configured CA, then (what is left) the SASL login.
+
+    Only a refusal waiting cannot cure counts as ``reachable`` (a certificate not trusted, a failed
+    handshake, a SASL login): a PLAINTEXT port that accepts a connection but does not answer yet is a
+    broker still starting (seen right after a restart), so it is waited for like one that is down."""
     problems: list[str] = []
     reachable = False
     for server in kafka.bootstrap_servers.split(","):
@@ -130,7 +134,6 @@ def access_problem(kafka: KafkaSettings, error: Exception) -> BrokerAccessError:
         except (OSError, ValueError) as exc:
             problems.append(f"nothing answers at {server} ({exc})")
             continue
-        reachable = True
         with connection:
             if kafka.uses_tls:
                 context = ssl.create_default_context(cafile=kafka.ca_file())
@@ -142,11 +145,14 @@ def access_problem(kafka: KafkaSettings, error: Exception) -> BrokerAccessError:
                         f"{server}: its TLS certificate is not trusted ({exc.verify_message}); "
                         f"trusted: {trusted} (kafka.ssl_ca_location)"
                     )
+                    reachable = True
                     continue
                 except (ssl.SSLError, OSError) as exc:
                     problems.append(f"{server}: the TLS handshake failed ({exc}); does it serve TLS?")
+                    reachable = True
                     continue
         if kafka.security_protocol.startswith("SASL_"):
+            reachable = True
             problems.append(
                 f"{server} accepted the connection but not the {kafka.sasl_mechanism} login of user "
                 f"{os.environ.get(kafka.sasl_username_env or '', '')!r}: the user or the password (the "
@@ -154,7 +160,9 @@ def access_problem(kafka: KafkaSettings, error: Exception) -> BrokerAccessError:
                 "or the broker does not enable that mechanism"
             )
         else:
-            problems.append(f"{server} accepted the connection but did not answer as a Kafka broker")
+            problems.append(
+                f"{server} accepted the connection but did not answer as a Kafka broker (yet: starting up?)"
+            )
     summary = "; ".join(problems)
     return BrokerAccessError(
         f"cannot use Kafka at {kafka.bootstrap_servers} ({kafka.security_protocol}): {summary} [{error}]",

@@ -24,7 +24,7 @@ from surveillance.models.scoring import preload_mlflow
 from surveillance.pipeline.backfill import STEPS, BackfillReport, EventRange, run_backfill
 from surveillance.pipeline.stream import StreamingJob, processed_offsets, start_stream, wait_for
 from surveillance.quality.validation import preload_great_expectations
-from surveillance.spark import get_spark
+from surveillance.spark import get_spark, running_on_cluster
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -47,11 +47,13 @@ def run_stream(
     the process exit code (a query's failure raises, here or in a query's process).
 
     With ``stream.processes: 2`` and both queries enabled, each query runs in its own process
-    (:func:`run_query_processes`); otherwise both run here, in one Spark application.
+    (:func:`run_query_processes`); otherwise, and always under spark-submit or on Databricks (whose one
+    driver is given), both run here, in one Spark application.
     """
     console = console or Console(stderr=True)
     _check_brokers(settings, console)
-    if settings.stream.processes == 2 and settings.stream.enabled and settings.detection.enabled:
+    both = settings.stream.enabled and settings.detection.enabled
+    if settings.stream.processes == 2 and both and not running_on_cluster():
         return run_query_processes(settings, once, console=console)
     # From here on a stop is clean whenever it comes: one during Spark's start (seconds on a laptop, more
     # for a niced query process behind a busy one) is honoured as soon as the query has started.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame
@@ -83,7 +82,7 @@ OUTPUT_SCHEMA = T.StructType(
 STATE_SCHEMA = T.StructType(
     [
         T.StructField("seen_hashes", T.BinaryType()),  # int64, native byte order
-        T.StructField("seen_micros", T.BinaryType()),
+        T.StructField("seen_micros", T.BinaryType()),  # event times, then arrivals (SeenQuotes.to_bytes)
         T.StructField("max_event_micros", T.LongType()),
         T.StructField("open_bars", T.BinaryType()),  # Arrow IPC stream of BAR_STATE_COLUMNS
     ]
@@ -143,10 +142,8 @@ def touched_bars(rows: DataFrame) -> DataFrame:
 
 def _decode(row: tuple) -> tuple[SeenQuotes, pd.DataFrame]:
     values = dict(zip(STATE_SCHEMA.fieldNames(), row, strict=True))
-    seen = SeenQuotes(
-        np.frombuffer(bytes(values["seen_hashes"]), np.int64),
-        np.frombuffer(bytes(values["seen_micros"]), np.int64),
-        values["max_event_micros"],
+    seen = SeenQuotes.from_bytes(
+        bytes(values["seen_hashes"]), bytes(values["seen_micros"]), values["max_event_micros"]
     )
     bars = pa.ipc.open_stream(bytes(values["open_bars"])).read_all().to_pandas()
     return seen, bars.astype(BAR_STATE_COLUMNS)
@@ -157,8 +154,7 @@ def _encode(seen: SeenQuotes, bars: pd.DataFrame) -> tuple:
     with pa.ipc.new_stream(sink, _BARS_ARROW) as writer:
         writer.write_table(pa.Table.from_pandas(bars, schema=_BARS_ARROW, preserve_index=False))
     return (
-        np.ascontiguousarray(seen.hashes, np.int64).tobytes(),
-        np.ascontiguousarray(seen.micros, np.int64).tobytes(),
+        *seen.to_bytes(),
         None if seen.high_water is None else int(seen.high_water),
         sink.getvalue().to_pybytes(),
     )
