@@ -33,7 +33,7 @@ test-recovery: setup
 # Faults (kill -9 loop, broker outage, alerts topic refusing, failed Delta write, poison input, SIGTERM):
 # each case runs the stream as its own process and ends with a delta-rs audit of every table.
 test-chaos: setup
-	$(BIN)/python -m pytest -q -m chaos
+	$(BIN)/python -m pytest -q -rP -m chaos
 
 # A Spark standalone cluster on loopback (master + two workers): the stream and a backfill via spark-submit.
 test-cluster: setup

@@ -119,9 +119,15 @@ def test_kill_9_loop_then_restart_loses_nothing_and_duplicates_nothing(
             time.sleep(0.1)
         assert not query_processes_alive(pipeline.settings), "a query process outlived its killed parent"
 
+    started = time.monotonic()
     assert run_stream(pipeline.settings, timeout=900) == 0
+    final_run_s = time.monotonic() - started
     counts = _audit(pipeline, generated, sent, expected_bars)
     assert counts["bronze_quotes"] == sent >= 50_000 and len(hits) == KILLS
+    print(
+        f"kill -9 loop: {len(hits)} kills, each with a batch under way ({sum(map(len, hits))} query batches "
+        f"hit); the final run {final_run_s:.0f} s; audited {counts}"
+    )
 
 
 def _wait(

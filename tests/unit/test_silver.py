@@ -67,6 +67,23 @@ CASES = [
         '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":"2"}',
         "volume_not_integer",
     ),
+    # Written as decimals: the variant keeps 1.0 and -0.0 as DECIMAL(1,0), yet they are not integers.
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":1.0}',
+        "volume_not_integer",
+    ),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":-0.0}',
+        "volume_not_integer",
+    ),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":3e2}',
+        "volume_not_integer",
+    ),
+    (
+        '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":9223372036854775808}',
+        "volume_out_of_range",
+    ),
     (
         '{"event_id":"a","symbol":"A","event_time":"2026-11-20T14:30:00Z","price":1,"volume":99999999999999999999999}',
         "volume_out_of_range",

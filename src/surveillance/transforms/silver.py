@@ -86,8 +86,11 @@ def _reject_reason() -> Column:
         ),
         *_number_checks("price"),
         (
+            # An integer literal beyond BIGINT is a DECIMAL(19..38, 0) variant: an integer, out of range.
+            # A short DECIMAL(n, 0) is a decimal written with zeros after its point (1.0, -0.0): the
+            # variant drops them, but the message sent a decimal, and the contract asks for an integer.
             _present("volume")
-            & ~(volume_kind.isin(*_INTEGER_TYPES) | volume_kind.rlike(r"^DECIMAL\(\d+,0\)$")),
+            & ~(volume_kind.isin(*_INTEGER_TYPES) | volume_kind.rlike(r"^DECIMAL\((19|[23][0-9]),0\)$")),
             "volume_not_integer",
         ),
         (_present("volume") & _raw("volume").isNull(), "volume_out_of_range"),
