@@ -256,6 +256,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
         tables=args.table or None,
         dry_run=args.dry_run,
         apply_properties=args.properties,
+        full_vacuum=True if args.full else None,
     )
     title = "Delta maintenance" + (" (dry run: nothing changed)" if args.dry_run else "")
     table = Table(title=title)
@@ -265,27 +266,28 @@ def cmd_maintain(args: argparse.Namespace) -> int:
         "files after",
         "compacted",
         "vacuumed",
+        "vacuum",
         "retention properties",
         "s",
     ):
         table.add_column(column)
-    differing = False
+    differing: dict[str, str] = {}
+    short = {"delta.logRetentionDuration": "log", "delta.deletedFileRetentionDuration": "files"}
     for r in results:
         if r.properties_set:
-            properties = "set: " + ", ".join(f"{k}={v}" for k, v in r.properties_set.items())
+            properties = "set: " + ", ".join(short.get(k, k) for k in r.properties_set)
         elif r.properties_differing:
-            differing = True
-            properties = "differ: " + ", ".join(
-                f"{k} {old} -> {new}" for k, (old, new) in r.properties_differing.items()
-            )
+            differing.update({key: new for key, (_, new) in r.properties_differing.items()})
+            properties = "differ: " + ", ".join(short.get(k, k) for k in r.properties_differing)
         else:
             properties = "as configured"
         table.add_row(
             r.table, str(r.files_before), str(r.files_after), "yes" if r.compacted else "-",
-            str(r.files_vacuumed), properties, f"{r.seconds:.1f}",
+            str(r.files_vacuumed), r.vacuum_mode, properties, f"{r.seconds:.1f}",
         )  # fmt: skip
     console.print(table)
     if differing:
+        console.print("configured: " + ", ".join(f"{key} = {value}" for key, value in differing.items()))
         console.print(
             "retention properties differ from lakehouse.maintenance: run `surveil maintain --properties` "
             "with the stream stopped (a metadata commit fails a concurrent batch, redone at its restart)"
@@ -587,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     maintain.add_argument(
         "--properties", action="store_true", help="also set the retention properties where they differ"
+    )
+    maintain.add_argument(
+        "--full", action="store_true", help="VACUUM FULL: list every file (orphans of aborted writes too)"
     )
     maintain.set_defaults(func=cmd_maintain)
 

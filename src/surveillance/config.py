@@ -256,6 +256,9 @@ class MaintenanceSettings(_Strict):
     log_retention: str = "30 days"
     # Below 7 days VACUUM may delete files a running write still needs: only with the stream stopped.
     allow_short_vacuum_retention: bool = False
+    # lite: the files to delete found in the log (seconds a table); full: every file listed, aborted
+    # writes' orphans included (tens of seconds a table on a laptop): now and then, e.g. weekly.
+    vacuum_mode: Literal["lite", "full"] = "lite"
 
     _intervals = field_validator("vacuum_retention", "log_retention")(_check_interval)
 

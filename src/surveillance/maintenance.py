@@ -33,6 +33,7 @@ class TableMaintenance:
     files_after: int
     compacted: bool = False
     files_vacuumed: int = 0
+    vacuum_mode: str = ""  # LITE or FULL, as run
     properties_set: dict[str, str] = field(default_factory=dict)
     properties_differing: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -53,10 +54,17 @@ def maintain(
     tables: Iterable[str] | None = None,
     dry_run: bool = False,
     apply_properties: bool = False,
+    full_vacuum: bool | None = None,
 ) -> list[TableMaintenance]:
     """Maintain ``tables`` (default: every table that exists): compact those configured (or named), VACUUM
-    with the configured retention, and check (``apply_properties``: set) the retention properties."""
+    with the configured retention, and check (``apply_properties``: set) the retention properties.
+
+    ``full_vacuum`` (default: ``vacuum_mode == "full"``) lists every file of each table to find the ones
+    no version references, aborted writes' included; otherwise VACUUM LITE finds the files to delete in
+    the log alone (measured here: ~1.4 s against ~40 s per table on two cores), and a table whose log
+    no longer reaches back to its last VACUUM is vacuumed in full."""
     maintenance = settings.lakehouse.maintenance
+    full = maintenance.vacuum_mode == "full" if full_vacuum is None else full_vacuum
     locations = table_locations(settings)
     wanted = list(tables) if tables is not None else list(locations)
     unknown = sorted(set(wanted) - set(locations)) + sorted(set(maintenance.optimize) - set(locations))
@@ -87,8 +95,8 @@ def maintain(
         if name in compact and not dry_run:
             delta_table(spark, location).optimize().executeCompaction()
             result.compacted = True
-        result.files_vacuumed = _vacuum(
-            spark, location, retain_hours, dry_run, maintenance.allow_short_vacuum_retention
+        result.files_vacuumed, result.vacuum_mode = _vacuum(
+            spark, location, retain_hours, dry_run, maintenance.allow_short_vacuum_retention, full
         )
         result.files_after = _active_files(spark, location)
         result.seconds = round(time.monotonic() - started, 2)
@@ -104,18 +112,33 @@ def _properties(spark: SparkSession, location: str) -> dict[str, str]:
     return dict(spark.sql(f"DESCRIBE DETAIL {table_sql(location)}").first()["properties"] or {})
 
 
-def _vacuum(spark: SparkSession, location: str, retain_hours: float, dry_run: bool, allow_short: bool) -> int:
-    """Files VACUUM deletes (a dry run: would delete) with this retention."""
+def _vacuum(
+    spark: SparkSession, location: str, retain_hours: float, dry_run: bool, allow_short: bool, full: bool
+) -> tuple[int, str]:
+    """(files VACUUM deletes, or in a dry run would delete; the mode it ran in) with this retention."""
     check = "spark.databricks.delta.retentionDurationCheck.enabled"
     previous = spark.conf.get(check, "true")
     if allow_short:  # settings validation allows this only when asked for explicitly
         spark.conf.set(check, "false")
     try:
-        # The dry run lists the files first: VACUUM itself reports no count.
-        retain = f"RETAIN {retain_hours:g} HOURS"
-        doomed = spark.sql(f"VACUUM {table_sql(location)} {retain} DRY RUN").count()
-        if doomed and not dry_run:
-            spark.sql(f"VACUUM {table_sql(location)} {retain}")
-        return doomed
+        mode = "FULL" if full else "LITE"
+        try:
+            doomed = _vacuum_in(spark, location, retain_hours, dry_run, mode)
+        except Exception as exc:
+            # LITE needs the log since the last VACUUM; where it was cleaned up, Delta asks for FULL.
+            if mode == "FULL" or "FULL" not in str(exc):
+                raise
+            mode = "FULL"
+            doomed = _vacuum_in(spark, location, retain_hours, dry_run, mode)
+        return doomed, mode
     finally:
         spark.conf.set(check, previous)
+
+
+def _vacuum_in(spark: SparkSession, location: str, retain_hours: float, dry_run: bool, mode: str) -> int:
+    # The dry run lists the files first: VACUUM itself reports no count.
+    retain = f"{mode} RETAIN {retain_hours:g} HOURS"
+    doomed = spark.sql(f"VACUUM {table_sql(location)} {retain} DRY RUN").count()
+    if doomed and not dry_run:
+        spark.sql(f"VACUUM {table_sql(location)} {retain}")
+    return doomed
