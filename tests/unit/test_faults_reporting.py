@@ -194,3 +194,9 @@ def test_a_failing_batch_is_logged_in_full_once_and_an_interrupted_one_quietly(
     except BatchFailed:
         dropped = py4j_log.makeRecord("py4j.clientserver", logging.ERROR, "f", 1, "m", (), sys.exc_info())
     assert not py4j_log.filter(dropped)
+
+
+def test_a_query_process_killed_by_a_signal_is_reported_as_a_shell_reports_it() -> None:
+    from surveillance.pipeline.runner import exit_code
+
+    assert (exit_code(-15), exit_code(-9), exit_code(0), exit_code(2)) == (143, 137, 0, 2)
