@@ -472,6 +472,18 @@ class DataSplit(_Strict):
     first_symbol: int = Field(0, ge=0)
     minutes: int = Field(120, ge=10)
     ticks_per_minute: int = Field(30, ge=1)
+    # Each symbol's own price level, volatility, tick rate (around ticks_per_minute), spread, volume scale
+    # and fat-tailed shocks, drawn at random: no feature can then stand for "came from our generator".
+    randomize: bool = True
+
+
+class OutOfDistributionSplit(_Strict):
+    """The out-of-distribution test set: an independent synthetic market (ingestion/ood_market.py)."""
+
+    seed: int = Field(303, ge=0)
+    symbols: int = Field(8, ge=1)
+    first_symbol: int = Field(0, ge=0)
+    minutes: int = Field(120, ge=10)
 
 
 class EvaluationSettings(_Strict):
@@ -512,6 +524,8 @@ class ModelSettings(_Strict):
     seed: int = Field(42, ge=0)
     train: DataSplit = DataSplit(seed=101, symbols=12, first_symbol=0)
     test: DataSplit = DataSplit(seed=202, symbols=8, first_symbol=12)
+    # Scored side by side with the test set; the champion is chosen on the worse of the two.
+    out_of_distribution: OutOfDistributionSplit = OutOfDistributionSplit()
     evaluation: EvaluationSettings = EvaluationSettings()
     # {detector: its parameters}; the detectors compared, each with its own keys (see models/detectors.py).
     detectors: dict[str, dict[str, Any]] = Field(default_factory=lambda: {name: {} for name in DETECTORS})

@@ -148,9 +148,11 @@ ALERTS = TableSpec(
         ("source_kafka_timestamp", TS),
         ("stream_id", S),
         ("batch_id", L),
+        ("episode_id", S),
     ),
     ("alert_date",),
-    "Rule and model alerts with their evidence, keyed by a deterministic alert_id.",
+    "Rule and model alerts with their evidence, keyed by a deterministic alert_id; alerts of one symbol "
+    "close together in event time share an episode_id (the alert_episodes view).",
 )
 
 STREAM_PROGRESS = TableSpec(

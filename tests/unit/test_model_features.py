@@ -23,6 +23,7 @@ from surveillance.models.features import (
     FEATURE_COLUMNS,
     HISTORY_TICKS,
     MIN_HISTORY,
+    MODEL_FEATURES,
     quote_features,
     symbol_features,
     with_event_micros,
@@ -53,20 +54,22 @@ def test_returns_and_scorable_rows() -> None:
     features = symbol_features(ticks(prices))
     assert np.isnan(features.ret_1[0])
     assert features.ret_1[1:].to_numpy() == pytest.approx(np.log(1.001), rel=1e-9)
-    assert features.ret_5[10] == pytest.approx(5 * np.log(1.001), rel=1e-9)
-    assert features.ret_20[19] != features.ret_20[19]  # NaN: no quote 20 ticks back
     assert features.scorable.tolist() == [i >= MIN_HISTORY for i in range(60)]
 
 
-def test_unchanged_run_counts_a_frozen_feed_and_resets() -> None:
-    prices = [100 + 0.01 * i for i in range(10)] + [100.09] * 5 + [100.5, 100.6]
-    run = symbol_features(ticks(prices)).unchanged_run.tolist()
-    assert run[:10] == [0] * 10
-    assert run[10:15] == [1, 2, 3, 4, 5]
-    assert run[15:] == [0, 0]
+def test_a_frozen_feed_stands_out_against_how_often_the_symbol_repeats_its_quote() -> None:
+    rng = np.random.default_rng(3)
+    moving = list(100 * np.exp(np.cumsum(rng.normal(0, 1e-3, 150))))
+    frozen = moving + [moving[-1]] * 30 + [moving[-1] * 1.001]
+    ratio = symbol_features(ticks(frozen)).frozen_run_ratio
+    assert ratio[150:180].is_monotonic_increasing and ratio[179] > 3  # log(31) against a run of ~0
+    assert ratio[180] < 0.1  # the catch-up quote ends the run
+    # A thin market repeating every other quote: the same 30-quote run is far less unusual.
+    thin = [p for p in moving[:75] for _ in range(2)] + [moving[74]] * 30
+    assert symbol_features(ticks(thin)).frozen_run_ratio.iloc[-1] < ratio[179] - 0.5
 
 
-def test_a_message_burst_lowers_the_arrival_ratio_and_a_jump_raises_the_return_zscore() -> None:
+def test_a_message_burst_lowers_the_arrival_ratio_and_a_jump_raises_the_return_in_sigmas() -> None:
     rng = np.random.default_rng(1)
     prices = list(100 * np.exp(np.cumsum(rng.normal(0, 1e-4, 200))))
     prices[150] = prices[149] * 1.05
@@ -75,8 +78,64 @@ def test_a_message_burst_lowers_the_arrival_ratio_and_a_jump_raises_the_return_z
     features = symbol_features(ticks(prices, gaps))
     assert features.log_arrival_ratio[135] < -3  # gaps 200x shorter than usual
     assert abs(features.log_arrival_ratio[110]) < 0.1
-    assert features.ret_z[150] > 50
-    assert features.drawdown_20[150] == 0 and features.drawdown_20[151] < 0
+    assert features.ret_sigma[150] > 50 and features.ret_z[150] > 50
+    assert features.drawdown_20_z[150] == 0 and features.drawdown_20_z[151] < 0
+
+
+def test_a_return_after_a_long_pause_is_measured_against_the_time_that_passed() -> None:
+    rng = np.random.default_rng(2)
+    prices = list(100 * np.exp(np.cumsum(rng.normal(0, 1e-3, 120))))
+    prices[110] = prices[109] * 1.01  # a 10-sigma move...
+    gaps = [60.0] * 120
+    after_pause = symbol_features(ticks(prices, [*gaps[:110], 60.0 * 100, *gaps[111:]]))
+    on_time = symbol_features(ticks(prices, gaps))
+    # ... over a pause 100x the usual gap is a 1-sigma move of 10x the time's volatility.
+    assert on_time.ret_sigma[110] == pytest.approx(10 * after_pause.ret_sigma[110], rel=1e-9)
+    assert after_pause.log_gap_ratio[110] == pytest.approx(np.log(100), rel=1e-9)
+
+
+def test_features_do_not_depend_on_price_level_volume_scale_spread_or_tick_rate() -> None:
+    """The same market at 5 cents or 5,000, trading 10 or 100,000 shares, with any spread, quoting every
+    10 ms or every minute: identical model features."""
+    rng = np.random.default_rng(4)
+    n = 400
+    returns = rng.standard_t(4, n) * 1e-3
+    returns[300] = 0.08
+    base = pd.DataFrame(
+        {
+            "symbol": "AAA",
+            "event_id": [f"AAA-{i:05d}" for i in range(n)],
+            "gap": 0.02 + rng.exponential(1.0, n),  # at 0.2 s a tick, gaps above the 1 ms resolution
+            "path": np.exp(np.cumsum(returns)),
+            "volume": np.exp(rng.normal(0, 1, n)),
+            "spread": np.exp(rng.normal(0, 0.3, n)),
+        }
+    )
+
+    def market(level: float, shares: float, spread_bps: float, seconds: float) -> pd.DataFrame:
+        price = level * base.path
+        half = price * spread_bps / 2e4 * base.spread
+        return pd.DataFrame(
+            {
+                "symbol": base.symbol,
+                "event_id": base.event_id,
+                "event_micros": START + np.cumsum(np.round(base.gap * seconds * 1e6)).astype(np.int64),
+                "price": price,
+                "volume": base.volume * shares,
+                "bid": price - half,
+                "ask": price + half,
+            }
+        )
+
+    cheap = symbol_features(market(0.05, 1_000, 40.0, 0.2))
+    dear = symbol_features(market(5000.0, 1_000_000, 1.0, 60.0))
+    # Times are whole microseconds and volumes count from log1p: equal up to that rounding.
+    for name in MODEL_FEATURES:
+        atol = 0.05 if name == "volume_z" else 2e-3  # log1p(90 shares) vs log1p(90,000): 1 % apart
+        np.testing.assert_allclose(
+            cheap[name], dear[name], rtol=1e-3, atol=atol, equal_nan=True, err_msg=name
+        )
+    assert cheap.ret_sigma[300] > 20 and dear.ret_sigma[300] > 20
 
 
 def test_no_infinities_and_nothing_from_other_symbols() -> None:

@@ -107,6 +107,8 @@ def alert_rows(
         F.col("kafka_timestamp").alias("source_kafka_timestamp"),
         "stream_id",
         "batch_id",
+        # Set once the alerts of a batch are known (detection/episodes.py): it depends on earlier alerts.
+        F.lit(None).cast("string").alias("episode_id"),
     )
 
 

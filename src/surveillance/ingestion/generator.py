@@ -99,6 +99,66 @@ STUFFING_MESSAGES, STUFFING_TICKS = (60, 150), 5
 DRIFT_TICKS, DRIFT_TOTAL = (120, 200), (0.03, 0.06)
 
 
+@dataclass(frozen=True)
+class MarketRanges:
+    """Where each symbol's market parameters are drawn from (log-uniform: price, volume, tick rate).
+
+    :data:`SAMPLE_MARKET` is the sample's market (every symbol at the configured tick rate, shocks capped
+    at 4 sigma). :data:`RANDOMISED_MARKET` is for training detectors: price levels from cents to thousands,
+    volatilities from sleepy to crypto, spreads from 1 to 60 bps, volumes from a handful to 200,000, tick
+    rates from a seventh to six times the configured one, and fat-tailed (Student-t) shocks with no cap,
+    so that no feature can stand for "came from this generator".
+    """
+
+    price: tuple[float, float] = (15.0, 450.0)
+    annual_vol: tuple[float, float] = (0.20, 0.80)
+    spread_bps: tuple[float, float] = (1.5, 12.0)
+    base_volume: tuple[float, float] = (200.0, 3000.0)
+    tick_rate_factor: tuple[float, float] = (1.0, 1.0)
+    # Student-t degrees of freedom of the shocks (None: normal shocks capped at _SHOCK_CAP sigma).
+    shock_dof: tuple[float, float] | None = None
+    # The texture of ordinary trading, per symbol: the sigma of the lognormal volume noise, the share of
+    # quotes with no volume, the sigma of the log-spread noise, how bursty arrivals are (the stationary sd
+    # of a slowly varying log arrival rate; None: uniform arrivals) and volatility clustering (the same
+    # for the log volatility).
+    volume_noise: tuple[float, float] = (_VOLUME_NOISE, _VOLUME_NOISE)
+    zero_volume_share: tuple[float, float] = (0.0, 0.0)
+    spread_noise: tuple[float, float] = (0.2, 0.2)
+    arrival_dispersion: tuple[float, float] | None = None
+    volatility_clustering: tuple[float, float] = (0.0, 0.0)
+    # Anomalies at least this many sigmas (jump, crash depth) / sigmas over the span (drift), and volume
+    # spikes and spread blowouts at least this many sigmas of their own noise: a drawn size that a
+    # symbol's ordinary variation would hide is scaled up, so every label stays an anomaly.
+    min_jump_sigmas: float = 0.0
+    min_drift_sigmas: float = 0.0
+    min_noise_sigmas: float = 0.0
+    blowout_max_bps: float = BLOWOUT_MAX_BPS
+
+    @property
+    def randomised(self) -> bool:
+        return self != SAMPLE_MARKET
+
+
+SAMPLE_MARKET = MarketRanges()
+RANDOMISED_MARKET = MarketRanges(
+    price=(0.05, 5000.0),
+    annual_vol=(0.10, 1.20),
+    spread_bps=(1.0, 60.0),
+    base_volume=(5.0, 200_000.0),
+    tick_rate_factor=(1 / 7, 6.0),
+    shock_dof=(3.0, 10.0),
+    volume_noise=(0.3, 1.2),
+    zero_volume_share=(0.0, 0.3),
+    spread_noise=(0.05, 0.5),
+    arrival_dispersion=(0.0, 1.2),
+    volatility_clustering=(0.0, 0.6),
+    min_jump_sigmas=15.0,
+    min_drift_sigmas=8.0,
+    min_noise_sigmas=6.0,
+    blowout_max_bps=2000.0,
+)
+
+
 @dataclass(eq=False)
 class GeneratedQuotes:
     """Quotes (event-time order), anomaly labels, JSONL lines in send order and the dirty-line manifest."""
@@ -225,6 +285,67 @@ def _span_positions(rng: np.random.Generator, ticks: int, kinds: Sequence[str]) 
     return spans
 
 
+@dataclass(frozen=True)
+class _Texture:
+    """One symbol's draw of the market's texture (see :class:`MarketRanges`)."""
+
+    volume_noise: float
+    zero_volume_share: float
+    spread_noise: float
+    arrival_dispersion: float | None
+    volatility_clustering: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, market: MarketRanges) -> _Texture:
+        return cls(
+            rng.uniform(*market.volume_noise),
+            rng.uniform(*market.zero_volume_share),
+            rng.uniform(*market.spread_noise),
+            None if market.arrival_dispersion is None else rng.uniform(*market.arrival_dispersion),
+            rng.uniform(*market.volatility_clustering),
+        )
+
+
+def _slow_log_factor(rng: np.random.Generator, ticks: int, stationary_sd: float) -> np.ndarray:
+    """exp of a slowly varying AR(1) (phi 0.99) with the given stationary sd: regimes of some hundred
+    ticks, mean one."""
+    phi = 0.99
+    shocks = rng.normal(0.0, stationary_sd * math.sqrt(1 - phi**2), size=ticks)
+    level = np.empty(ticks)
+    level[0] = rng.normal(0.0, stationary_sd)
+    for n in range(1, ticks):  # a recursion: generation only, a few thousand steps per symbol
+        level[n] = phi * level[n - 1] + shocks[n]
+    return np.exp(level - 0.5 * stationary_sd**2)
+
+
+def _bursty_offsets(rng: np.random.Generator, ticks: int, duration_ms: int, dispersion: float) -> np.ndarray:
+    """Arrival times (ms from the start) of a Poisson process whose rate wanders (a Cox process): busy
+    and quiet stretches, bursts, never two quotes in one millisecond."""
+    gaps = rng.exponential(1.0, size=ticks) / _slow_log_factor(rng, ticks, dispersion)
+    times = np.cumsum(gaps)
+    offsets = np.floor((times - times[0]) / times[-1] * (duration_ms - ticks)).astype(np.int64)
+    return offsets + np.arange(ticks)
+
+
+def _at_least_sigmas(span: _Span, tick_vol: float, texture: _Texture, market: MarketRanges) -> _Span:
+    """The span with its size raised to the market's floor in sigmas, where the drawn size is below it."""
+    params = dict(span.params)
+    noise_floor = market.min_noise_sigmas
+    if span.kind == "volume_spike" and noise_floor:
+        params["multiple"] = max(params["multiple"], math.exp(noise_floor * texture.volume_noise))
+    elif span.kind == "spread_blowout" and noise_floor:
+        params["multiple"] = max(params["multiple"], math.exp(noise_floor * texture.spread_noise))
+    if span.kind == "price_jump" and market.min_jump_sigmas:
+        size = max(abs(params["size"]), math.expm1(market.min_jump_sigmas * tick_vol))
+        params["size"] = math.copysign(size, params["size"])
+    elif span.kind == "flash_crash" and market.min_jump_sigmas:
+        params["depth"] = min(0.9, max(params["depth"], -math.expm1(-market.min_jump_sigmas * tick_vol)))
+    elif span.kind == "momentum_drift" and market.min_drift_sigmas:
+        floor = math.expm1(market.min_drift_sigmas * tick_vol * math.sqrt(span.ticks))
+        params["total"] = math.copysign(max(abs(params["total"]), floor), params["total"])
+    return _Span(span.start, span.ticks, span.kind, params)
+
+
 def _symbol_quotes(
     seed: int,
     index: int,
@@ -233,28 +354,45 @@ def _symbol_quotes(
     duration_ms: int,
     ticks: int,
     anomaly_types: Sequence[str],
+    market: MarketRanges = SAMPLE_MARKET,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     rng = _rng(seed, 1, index)
-    start_price = round(math.exp(rng.uniform(math.log(15), math.log(450))), 2)
-    annual_vol = rng.uniform(0.20, 0.80)
-    spread_bps = rng.uniform(1.5, 12.0)
-    base_volume = math.exp(rng.uniform(math.log(200), math.log(3000)))
+    start_price = max(0.01, round(math.exp(rng.uniform(*np.log(market.price))), 2))
+    annual_vol = rng.uniform(*market.annual_vol)
+    spread_bps = rng.uniform(*market.spread_bps)
+    base_volume = math.exp(rng.uniform(*np.log(market.base_volume)))
+    # The texture comes from its own stream: the sample's draws stay exactly as they were.
+    texture_rng = _rng(seed, 9, index)
+    texture = _Texture.draw(texture_rng, market)
 
     # Irregular arrivals: sorted uniform times (a Poisson process given its count), then made strictly
     # increasing at millisecond precision so event-time order equals tick order within the symbol.
     offsets = np.sort(rng.integers(0, duration_ms, size=ticks))
     steps = np.arange(ticks)
     offsets = np.maximum.accumulate(offsets - steps) + steps
+    if texture.arrival_dispersion is not None:
+        offsets = _bursty_offsets(texture_rng, ticks, duration_ms, texture.arrival_dispersion)
     tick_vol = annual_vol * math.sqrt(duration_ms / 1000 / ticks / _YEAR_SECONDS)
-    # Shocks are capped at 4 sigma: a detector's 6-sigma z-score should fire on injected anomalies only.
-    shocks = np.clip(rng.standard_normal(ticks), -_SHOCK_CAP, _SHOCK_CAP)
-    log_returns = -0.5 * tick_vol**2 + tick_vol * shocks
+    if market.shock_dof is None:
+        # Capped at 4 sigma: a detector's 6-sigma z-score should fire on injected anomalies only.
+        shocks = np.clip(rng.standard_normal(ticks), -_SHOCK_CAP, _SHOCK_CAP)
+    else:  # fat tails, unit variance, from their own stream (the sample's draws stay as they were)
+        tails = _rng(seed, 8, index)
+        dof = tails.uniform(*market.shock_dof)
+        shocks = tails.standard_t(dof, size=ticks) / math.sqrt(dof / (dof - 2))
+    vols = tick_vol
+    if texture.volatility_clustering:
+        vols = tick_vol * _slow_log_factor(texture_rng, ticks, texture.volatility_clustering)
+    log_returns = -0.5 * vols**2 + vols * shocks
     log_returns[0] = 0.0
     fraction = np.clip(offsets / duration_ms, 0.0, 1.0)
     expected_volume = base_volume * _u_shape(fraction)
-    noise = np.exp(rng.normal(-0.5 * _VOLUME_NOISE**2, _VOLUME_NOISE, size=ticks))  # mean one
+    sd = texture.volume_noise
+    noise = np.exp(rng.normal(-0.5 * sd**2, sd, size=ticks))  # mean one
     volume = np.maximum(1, np.rint(expected_volume * noise)).astype(np.int64)
-    spread = start_price * spread_bps / 1e4 * np.exp(rng.normal(0.0, 0.2, size=ticks))
+    if texture.zero_volume_share:  # quotes that moved the book without a trade
+        volume[texture_rng.random(ticks) < texture.zero_volume_share] = 0
+    spread = start_price * spread_bps / 1e4 * np.exp(rng.normal(0.0, texture.spread_noise, size=ticks))
     bid_share = rng.uniform(0.2, 0.8, size=ticks)
 
     if not anomaly_types:
@@ -264,6 +402,7 @@ def _symbol_quotes(
         spans = [s for s in _basic_spans(_rng(seed, 2, index), ticks) if s.kind in anomaly_types]
     else:
         spans = _span_positions(_rng(seed, 5, index), ticks, anomaly_types)
+    spans = [_at_least_sigmas(span, tick_vol, texture, market) for span in spans]
     # Level changes (jumps, drifts) go into the returns; a crash is a temporary offset on top of the path.
     crash_offset = np.zeros(ticks)
     for span in spans:
@@ -289,7 +428,7 @@ def _symbol_quotes(
         if span.kind == "spread_blowout":
             a, b = span.start, span.start + span.ticks
             # Capped under BLOWOUT_MAX_BPS even after bid and ask are rounded (each moves <= 0.00005).
-            cap = price[a:b] * BLOWOUT_MAX_BPS / 1e4 - 0.0002
+            cap = price[a:b] * market.blowout_max_bps / 1e4 - 0.0002
             spread[a:b] = np.minimum(spread[a:b] * span.params["multiple"], cap)
     bid = np.minimum(np.round(price - spread * bid_share, 4), price - 0.0001)
     ask = np.maximum(np.round(price + spread * (1 - bid_share), 4), price + 0.0001)
@@ -399,6 +538,7 @@ def generate_quotes(
     dirty: bool = False,
     anomaly_types: Sequence[str] = BASIC_ANOMALY_TYPES,
     first_symbol: int = 0,
+    market: MarketRanges = SAMPLE_MARKET,
 ) -> GeneratedQuotes:
     """Deterministic quotes for ``symbols`` symbols over ``minutes`` from ``start`` (or DEFAULT_START).
 
@@ -408,7 +548,8 @@ def generate_quotes(
     fit a short session are dropped). Labels have :data:`LABEL_COLUMNS`; a quote-stuffing burst adds rows
     with ids ``<id of its tick>.<nnn>``. ``first_symbol`` starts the tickers further down the list, so a
     train and a test set can have different symbols; a symbol's path depends only on the seed and its
-    place in the list.
+    place in the list. ``market``: where each symbol's parameters are drawn from (:class:`MarketRanges`;
+    with a tick-rate range, each symbol quotes at its own rate around ``ticks_per_minute``).
     """
     if symbols < 1 or minutes < 1 or ticks_per_minute < 1:
         raise ValueError("symbols, minutes and ticks_per_minute must all be at least 1")
@@ -431,7 +572,11 @@ def generate_quotes(
     for index, symbol in enumerate(_tickers(first_symbol + symbols)):
         if index < first_symbol:
             continue
-        frame, labels = _symbol_quotes(seed, index, symbol, start_ms, duration_ms, ticks, kinds)
+        own_ticks = ticks
+        if market.tick_rate_factor != (1.0, 1.0):
+            factor = math.exp(_rng(seed, 7, index).uniform(*np.log(market.tick_rate_factor)))
+            own_ticks = max(minutes, round(ticks * factor))
+        frame, labels = _symbol_quotes(seed, index, symbol, start_ms, duration_ms, own_ticks, kinds, market)
         frames.append(frame)
         label_rows.extend(labels)
     quotes = pd.concat(frames, ignore_index=True)

@@ -2,13 +2,18 @@
 best challenge the registered champion.
 
 Data: two generated sets with every anomaly type, on different seeds and symbols (``models.train``,
-``models.test``). The training symbols are split: most fit the detectors, the rest (``calibration_share``)
-choose each learned detector's threshold by event-level F1. The test set is only ever scored.
+``models.test``), each symbol with its own randomised market (price level, volatility, tick rate, spread,
+volume scale); and an out-of-distribution set (``models.out_of_distribution``) from an independent market
+model (:mod:`surveillance.ingestion.ood_market`) with the same labelled anomaly types. The training
+symbols are split: most fit the detectors, the rest (``calibration_share``) choose each learned detector's
+threshold by event-level F1. The two test sets are only ever scored.
 
-Promotion: the best detector by ``models.selection_metric`` is registered as a new version of
-``models.registered_name`` (alias ``challenger``). It takes the champion alias if there is no champion, or
-if it beats the champion, re-scored on this same test set, by more than ``models.promotion_margin``. The
-decision and both scores are logged on the comparison's parent run and as tags of the new version.
+Selection and promotion use each detector's *worse* score of the two test sets, never the
+in-distribution one alone: a detector that only works on data like its training data is not chosen. The
+best by ``models.selection_metric`` is registered as a new version of ``models.registered_name`` (alias
+``challenger``). It takes the champion alias if there is no champion, or if it beats the champion,
+re-scored on these same two sets, by more than ``models.promotion_margin``. The decision and both scores
+are logged on the comparison's parent run and as tags of the new version.
 """
 
 from __future__ import annotations
@@ -24,8 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from surveillance.config import DataSplit, Settings
-from surveillance.ingestion.generator import ANOMALY_TYPES, generate_quotes
+from surveillance.config import DataSplit, OutOfDistributionSplit, Settings
+from surveillance.ingestion.generator import (
+    ANOMALY_TYPES,
+    RANDOMISED_MARKET,
+    SAMPLE_MARKET,
+    GeneratedQuotes,
+    generate_quotes,
+)
 from surveillance.models.detectors import Detector, build_detector
 from surveillance.models.evaluation import (
     EventCounts,
@@ -62,20 +73,52 @@ class LabelledSet:
         )
 
 
-def labelled_set(split: DataSplit) -> LabelledSet:
-    """Generate a split with every anomaly type and compute its features (the one feature definition)."""
-    generated = generate_quotes(
-        symbols=split.symbols,
-        minutes=split.minutes,
-        seed=split.seed,
-        inject_anomalies=True,
-        anomaly_types=ANOMALY_TYPES,
-        first_symbol=split.first_symbol,
-        ticks_per_minute=split.ticks_per_minute,
-    )
+def labelled_set(split: DataSplit | OutOfDistributionSplit) -> LabelledSet:
+    """Generate a split with every anomaly type and compute its features (the one feature definition).
+
+    A :class:`OutOfDistributionSplit` comes from the independent market of
+    :mod:`surveillance.ingestion.ood_market`, a :class:`DataSplit` from the training generator.
+    """
+    if isinstance(split, OutOfDistributionSplit):
+        from surveillance.ingestion.ood_market import generate_ood_quotes
+
+        generated = generate_ood_quotes(
+            symbols=split.symbols, minutes=split.minutes, seed=split.seed, first_symbol=split.first_symbol
+        )
+    else:
+        generated = generate_quotes(
+            symbols=split.symbols,
+            minutes=split.minutes,
+            seed=split.seed,
+            inject_anomalies=True,
+            anomaly_types=ANOMALY_TYPES,
+            first_symbol=split.first_symbol,
+            ticks_per_minute=split.ticks_per_minute,
+            market=RANDOMISED_MARKET if split.randomize else SAMPLE_MARKET,
+        )
+    return labelled_frames(generated)
+
+
+def labelled_frames(generated: GeneratedQuotes) -> LabelledSet:
+    """Scorable feature rows of generated quotes with each row's anomaly type."""
     features = quote_features(with_event_micros(generated.quotes))
     rows = features[features.scorable].reset_index(drop=True)
     return LabelledSet(rows, row_labels(rows, generated.labels), generated.labels)
+
+
+IN_DISTRIBUTION, OUT_OF_DISTRIBUTION = "in_distribution", "out_of_distribution"
+
+
+@dataclass
+class Evaluation:
+    """A model's outcome on one labelled test set: event counts at its threshold, PR curve, metrics."""
+
+    counts: EventCounts
+    curve: PrCurve
+    table: pd.DataFrame
+
+    def overall(self, metric: str) -> float:
+        return float(self.table.iloc[0][metric])
 
 
 @dataclass
@@ -83,15 +126,26 @@ class DetectorResult:
     name: str
     detector: Detector
     model: Any  # AnomalyModel
-    counts: EventCounts
-    curve: PrCurve
-    table: pd.DataFrame
+    evaluations: dict[str, Evaluation]  # by test set: IN_DISTRIBUTION, OUT_OF_DISTRIBUTION
     rows_per_second: float
     fit_seconds: float
 
     def score(self, metric: str) -> float:
-        overall = self.table.iloc[0]
-        return float(overall[metric])
+        """The selection score: the worse of the test sets' overall ``metric`` (NaN counts as worst)."""
+        return worse_score(self.evaluations, metric)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Metrics per test set and anomaly type (and 'all')."""
+        return pd.concat(
+            [evaluation.table.assign(test_set=name) for name, evaluation in self.evaluations.items()],
+            ignore_index=True,
+        )
+
+
+def worse_score(evaluations: dict[str, Evaluation], metric: str) -> float:
+    values = [np.nan_to_num(evaluation.overall(metric), nan=-1.0) for evaluation in evaluations.values()]
+    return float(min(values))
 
 
 def _scorer(data: LabelledSet, settings: Settings) -> EventScorer:
@@ -115,10 +169,10 @@ def train_and_evaluate(
     params: dict[str, Any],
     fit: LabelledSet,
     calibration: LabelledSet,
-    test: LabelledSet,
+    tests: dict[str, LabelledSet],
     settings: Settings,
 ) -> DetectorResult:
-    """Fit one detector, choose its threshold on the calibration symbols, evaluate it on the test set."""
+    """Fit one detector, choose its threshold on the calibration symbols, evaluate it on each test set."""
     from surveillance.models.pyfunc import AnomalyModel
 
     detector = build_detector(name, params)
@@ -130,26 +184,24 @@ def train_and_evaluate(
         )
     fit_seconds = time.perf_counter() - started
     model = AnomalyModel(detector, fit.rows, fit.row_types, settings.models.scoring.top_features)
-    result = evaluate_model(model, test, settings)
+    evaluations = {set_name: evaluate_model(model, test, settings) for set_name, test in tests.items()}
     return DetectorResult(
         name,
         detector,
         model,
-        *result,
-        rows_per_second=scoring_throughput(model, test.rows),
+        evaluations,
+        rows_per_second=scoring_throughput(model, next(iter(tests.values())).rows),
         fit_seconds=fit_seconds,
     )
 
 
-def evaluate_model(
-    model: Any, test: LabelledSet, settings: Settings
-) -> tuple[EventCounts, PrCurve, pd.DataFrame]:
-    """Event counts at the model's threshold, the PR curve and the metrics table on the test set."""
+def evaluate_model(model: Any, test: LabelledSet, settings: Settings) -> Evaluation:
+    """Event counts at the model's threshold, the PR curve and the metrics table on a test set."""
     scored = model.score_frame(test.rows)
     scorer = _scorer(test, settings)
     counts = scorer.count(scored["is_anomaly"].to_numpy(bool))
     curve = pr_curve(scorer, scored["score"].to_numpy(np.float64))
-    return counts, curve, metrics_table(counts, curve)
+    return Evaluation(counts, curve, metrics_table(counts, curve))
 
 
 @dataclass
@@ -172,17 +224,22 @@ class Comparison:
     tracking_uri: str
 
     def table(self) -> pd.DataFrame:
-        """One row per detector and anomaly type (and 'all'): precision, recall, F1, PR-AUC, rows/s."""
+        """One row per detector, test set and anomaly type (and 'all'): precision, recall, F1, PR-AUC,
+        rows/s."""
         frames = [
             result.table.assign(detector=result.name, rows_per_second=result.rows_per_second)
             for result in self.results
         ]
-        columns = ["detector", "anomaly_type", "labelled_events", "detected_events", "precision", "recall"]
-        return pd.concat(frames, ignore_index=True)[[*columns, "f1", "pr_auc", "rows_per_second"]]
+        columns = ["detector", "test_set", "anomaly_type", "labelled_events", "detected_events"]
+        metrics = ["precision", "recall", "f1", "pr_auc", "rows_per_second"]
+        return pd.concat(frames, ignore_index=True)[[*columns, *metrics]]
 
 
-def _metric_key(kind: str, metric: str) -> str:
-    return metric if kind == "all" else f"{metric}_{kind}"
+def _metric_key(kind: str, metric: str, test_set: str = IN_DISTRIBUTION) -> str:
+    """MLflow metric names: the in-distribution ones as before (f1, recall_price_jump), the
+    out-of-distribution ones prefixed (ood_f1, ood_recall_price_jump)."""
+    name = metric if kind == "all" else f"{metric}_{kind}"
+    return name if test_set == IN_DISTRIBUTION else f"ood_{name}"
 
 
 def _log_detector_run(result: DetectorResult, settings: Settings, test: LabelledSet) -> str:
@@ -208,19 +265,27 @@ def _log_detector_run(result: DetectorResult, settings: Settings, test: Labelled
         metrics: dict[str, float] = {
             "rows_per_second": result.rows_per_second,
             "fit_seconds": result.fit_seconds,
-            "predicted_events": float(result.counts.predicted),
-            "false_events": float(result.counts.false),
+            "selection_score": result.score(settings.models.selection_metric),
         }
-        for row in result.table.itertuples(index=False):
-            for metric in ("precision", "recall", "f1", "pr_auc"):
-                value = float(getattr(row, metric))
-                if np.isfinite(value):
-                    metrics[_metric_key(row.anomaly_type, metric)] = value
+        threshold = result.detector.threshold
+        for test_set, evaluation in result.evaluations.items():
+            metrics[_metric_key("all", "predicted_events", test_set)] = float(evaluation.counts.predicted)
+            metrics[_metric_key("all", "false_events", test_set)] = float(evaluation.counts.false)
+            for row in evaluation.table.itertuples(index=False):
+                for metric in ("precision", "recall", "f1", "pr_auc"):
+                    value = float(getattr(row, metric))
+                    if np.isfinite(value):
+                        metrics[_metric_key(row.anomaly_type, metric, test_set)] = value
+            suffix = "" if test_set == IN_DISTRIBUTION else "_ood"
+            mlflow.log_figure(
+                pr_curve_figure(result.name, evaluation.curve, threshold), f"pr_curve{suffix}.html"
+            )
+            mlflow.log_figure(
+                recall_by_type_figure(f"{result.name} ({test_set})", evaluation.table),
+                f"recall_by_type{suffix}.html",
+            )
         mlflow.log_metrics(metrics)
         mlflow.log_text(result.table.to_csv(index=False), "metrics_by_type.csv")
-        threshold = result.detector.threshold
-        mlflow.log_figure(pr_curve_figure(result.name, result.curve, threshold), "pr_curve.html")
-        mlflow.log_figure(recall_by_type_figure(result.name, result.table), "recall_by_type.html")
         example = test.rows[list(FEATURE_COLUMNS)].head(20)
         # MLflow warns about every pickled python_model; our model class is part of the installed library.
         pyfunc_log = logging.getLogger("mlflow.pyfunc")
@@ -246,10 +311,13 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in names]
 
 
-def _promote(settings: Settings, best: DetectorResult, logged_model_uri: str, test: LabelledSet) -> Decision:
+def _promote(
+    settings: Settings, best: DetectorResult, logged_model_uri: str, tests: dict[str, LabelledSet]
+) -> Decision:
     """Register the best detector as a new version; move the champion alias if it wins by the margin."""
     import mlflow
 
+    from surveillance.models.pyfunc import model_incompatibility
     from surveillance.models.registry import alias_version, client, model_uri
 
     models = settings.models
@@ -257,24 +325,35 @@ def _promote(settings: Settings, best: DetectorResult, logged_model_uri: str, te
     mlflow_client = client(settings)
     champion = alias_version(settings)
     champion_score = None
+    incompatible = ""
     if champion is not None:
-        # The champion's logged score may come from another test set: score it again on this one.
+        # The champion's logged score may come from other test sets: score it again on these.
         champion_model = mlflow.pyfunc.load_model(model_uri(settings, champion.version)).unwrap_python_model()
-        champion_score = float(evaluate_model(champion_model, test, settings)[2].iloc[0][metric])
+        incompatible = model_incompatibility(champion_model)
+        if not incompatible:
+            champion_score = worse_score(
+                {name: evaluate_model(champion_model, data, settings) for name, data in tests.items()}, metric
+            )
     version = mlflow.register_model(logged_model_uri, models.registered_name)
     challenger_score = best.score(metric)
-    overall = best.table.iloc[0]
+    overall = best.evaluations[IN_DISTRIBUTION].table.iloc[0]
+    ood = best.evaluations[OUT_OF_DISTRIBUTION].table.iloc[0]
     for key, value in {
         "detector": best.name,
         "selection_metric": metric,
+        "selection_rule": "worse of the in- and out-of-distribution test sets",
         "test_score": challenger_score,
         **{f"test_{name}": overall[name] for name in ("precision", "recall", "f1", "pr_auc")},
+        **{f"ood_{name}": ood[name] for name in ("precision", "recall", "f1", "pr_auc")},
         "test_seed": models.test.seed,
+        "ood_seed": models.out_of_distribution.seed,
     }.items():
         mlflow_client.set_model_version_tag(models.registered_name, version.version, key, str(value))
     mlflow_client.set_registered_model_alias(models.registered_name, CHALLENGER_ALIAS, version.version)
     if champion is None:
         promoted, reason = True, "no champion yet"
+    elif incompatible:
+        promoted, reason = True, f"the champion (version {champion.version}) {incompatible}"
     elif challenger_score > champion_score + models.promotion_margin:
         promoted = True
         reason = (
@@ -323,6 +402,7 @@ def compare_detectors(
     )
     on_progress("generating the train and test sets and their features")
     train, test = labelled_set(models.train), labelled_set(models.test)
+    tests = {IN_DISTRIBUTION: test, OUT_OF_DISTRIBUTION: labelled_set(models.out_of_distribution)}
     symbols = train.symbols()
     held_out = max(1, round(len(symbols) * models.evaluation.calibration_share))
     if held_out >= len(symbols):
@@ -340,12 +420,16 @@ def compare_detectors(
                 "seed": models.seed,
                 "train": json.dumps(models.train.model_dump()),
                 "test": json.dumps(models.test.model_dump()),
+                "out_of_distribution": json.dumps(models.out_of_distribution.model_dump()),
                 "fit_symbols": ",".join(symbols[:-held_out]),
                 "calibration_symbols": ",".join(symbols[-held_out:]),
                 "test_symbols": ",".join(test.symbols()),
                 "train_rows": len(train.rows),
                 "test_rows": len(test.rows),
                 "test_events": len(test.labels),
+                "ood_symbols": ",".join(tests[OUT_OF_DISTRIBUTION].symbols()),
+                "ood_rows": len(tests[OUT_OF_DISTRIBUTION].rows),
+                "ood_events": len(tests[OUT_OF_DISTRIBUTION].labels),
                 "features": ",".join(FEATURE_COLUMNS),
                 **{f"evaluation.{k}": v for k, v in models.evaluation.model_dump().items()},
             }
@@ -354,18 +438,21 @@ def compare_detectors(
         model_uris: dict[str, str] = {}
         for name, params in models.detectors.items():
             on_progress(f"training and evaluating {name}")
-            result = train_and_evaluate(name, params, fit, calibration, test, settings)
+            result = train_and_evaluate(name, params, fit, calibration, tests, settings)
             results.append(result)
             model_uris[name] = _log_detector_run(result, settings, test)
         metric = models.selection_metric
         best = max(results, key=lambda result: np.nan_to_num(result.score(metric), nan=-1.0))
         on_progress(f"registering {best.name} and deciding the champion")
-        decision = _promote(settings, best, model_uris[best.name], test)
+        decision = _promote(settings, best, model_uris[best.name], tests)
         comparison = Comparison(
             results, best, decision, experiment_id, parent.info.run_id, location.tracking_uri
         )
         mlflow.log_text(comparison.table().to_csv(index=False), "comparison.csv")
-        mlflow.log_figure(comparison_figure({r.name: r.curve for r in results}), "pr_curves.html")
+        for test_set in tests:
+            suffix = "" if test_set == IN_DISTRIBUTION else "_ood"
+            curves = {r.name: r.evaluations[test_set].curve for r in results}
+            mlflow.log_figure(comparison_figure(curves), f"pr_curves{suffix}.html")
         mlflow.set_tags(
             {
                 "best_detector": best.name,

@@ -17,24 +17,24 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from surveillance.models.features import FEATURE_COLUMNS
+from surveillance.models.features import MODEL_FEATURES
 
 # Features a chart or a z-score watches: one series per anomaly footprint.
 WATCHED = (
-    "ret_z",
+    "ret_sigma",
     "ret_20_z",
-    "log_volume_ratio",
-    "log_spread_ratio",
+    "volume_z",
+    "spread_z",
     "log_arrival_ratio",
-    "unchanged_run",
-    "drawdown_20",
+    "frozen_run_ratio",
+    "drawdown_20_z",
 )
 EWMA_WATCHED = (
     "ewma_ret_z",
-    "ewma_log_spread_ratio",
+    "ewma_spread_z",
     "log_arrival_ratio",
-    "unchanged_run",
-    "log_volume_ratio",
+    "frozen_run_ratio",
+    "volume_z",
 )
 # Metadata of the fields ``fit`` sets: not parameters, not shown in repr.
 LEARNED: dict[str, Any] = {"learned": True}
@@ -79,7 +79,7 @@ class Detector:
 
     name: ClassVar[str]
     learns_threshold: ClassVar[bool] = True
-    features: ClassVar[tuple[str, ...]] = FEATURE_COLUMNS
+    features: ClassVar[tuple[str, ...]] = MODEL_FEATURES
     threshold: float = float("nan")
 
     def fit(self, frame: pd.DataFrame, labels: np.ndarray, seed: int) -> Detector:

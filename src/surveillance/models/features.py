@@ -1,9 +1,18 @@
 """The one feature definition of the anomaly models: training, stream scoring and batch jobs all call it.
 
 Features describe each quote against its own symbol's recent past, in tick order (event time, then
-event_id). Every feature of a row reads at most :data:`HISTORY_TICKS` rows before it, and each window is
-computed exactly over its own rows (NumPy sliding windows, not running sums): the features of a quote are the
-same whether its symbol's whole day is at hand (training, backfill) or only this micro-batch plus the last
+event_id), and in the symbol's own units, so that they mean the same for every symbol and every source: a
+return is measured in the symbol's recent volatility, a volume against its recent median volume, a spread
+against its recent median spread, a gap between quotes against its recent median gap, a run of frozen
+quotes against how often its quotes usually repeat. A symbol at 5 cents or at 5,000, quoting twice a
+minute or twice a second, with a 1 bps or a 50 bps spread, gets comparable values; nothing in a model
+reads a price level, a tick rate, a spread or a volume scale. The one exception, ``ret_1`` (the plain log
+return), is kept for the fixed 5 % jump baseline, which is a percentage by definition; no learned detector
+reads it.
+
+Every feature of a row reads at most :data:`HISTORY_TICKS` rows before it, and each window is computed
+exactly over its own rows (NumPy sliding windows, not running sums): the features of a quote are the same
+whether its symbol's whole day is at hand (training, backfill) or only this micro-batch plus the last
 ``HISTORY_TICKS`` quotes from silver (the stream). That is the per-symbol state carried across batches.
 
 A quote is ``scorable`` once its symbol has :data:`MIN_HISTORY` earlier quotes; earlier features are
@@ -16,36 +25,40 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-# The longest look-back of any feature below: the EWMA (50 ticks) of the spread against its 100-tick
-# median, plus the quote before each window.
-HISTORY_TICKS = 160
 MIN_HISTORY = 50
-RETURN_WINDOW = 50  # trailing returns for the return z-score (as the rolling z-score rule)
-BASELINE_WINDOW = 100  # trailing ticks for volatility, arrival-rate and spread baselines
+RETURN_WINDOW = 50  # trailing returns of the rolling z-score (as the return z-score rule)
+BASELINE_WINDOW = 100  # trailing quotes for the volatility, volume, spread, gap and repeat baselines
 EWMA_LAMBDA, EWMA_SPAN = 0.2, 50  # exponentially weighted means over the last 50 ticks (0.8^50 ~ 1e-5)
-RUN_CAP = 100  # unchanged-quote run lengths are counted up to this
+# The smallest dispersion of log volumes or log spreads a z-score divides by (10 %): a spread that never
+# moved off one tick still has a scale for a blowout to be measured in.
+MIN_LOG_DISPERSION = 0.1
+RUN_CAP = 60  # frozen-quote runs are counted up to this (a frozen feed is obvious long before)
+# A gap this many times the usual one scales the expected return by at most sqrt(MAX_GAP_SCALE): a market
+# that was shut overnight opens where it opens.
+MAX_GAP_SCALE = 10_000.0
+# The longest look-back of any feature below: the repeat baseline of a frozen run, read over the
+# BASELINE_WINDOW quotes before the run (up to RUN_CAP long) started, each compared with the quote before.
+HISTORY_TICKS = RUN_CAP + BASELINE_WINDOW + 10
 
 # Columns the feature function needs (one row per quote).
 INPUT_COLUMNS = ("symbol", "event_id", "event_micros", "price", "volume", "bid", "ask")
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "ret_1",  # log return from the previous quote
-    "ret_5",  # log return over 5 quotes
-    "ret_20",  # log return over 20 quotes
-    "ret_z",  # (ret_1 - mean) / stdev of the previous 50 returns
-    "ret_5_z",  # ret_5 against the 100-quote volatility scaled to 5 quotes
-    "ret_20_z",  # ret_20 against the 100-quote volatility scaled to 20 quotes (drifts, crashes)
-    "ewma_ret_z",  # EWMA of returns in units of the 100-quote volatility (momentum)
-    "log_volume_ratio",  # log volume against the mean of the previous 50
-    "volume_z",  # log volume z-score against the previous 50
-    "spread_bps",  # (ask - bid) / mid in basis points
-    "log_spread_ratio",  # log spread against the median spread of the previous 100
-    "ewma_log_spread_ratio",
-    "inter_arrival_s",  # seconds since the previous quote
+# What the learned detectors read: every one relative to the symbol's own recent behaviour.
+MODEL_FEATURES: tuple[str, ...] = (
+    "ret_sigma",  # log return in units of the robust volatility of the previous 100 returns, time-scaled
+    "ret_z",  # (log return - mean) / stdev of the previous 50 returns (the return z-score rule's measure)
+    "ret_5_z",  # log return over 5 quotes against the robust volatility scaled to 5 quotes
+    "ret_20_z",  # over 20 quotes (drifts, crashes)
+    "ewma_ret_z",  # EWMA of returns in volatility units (momentum)
+    "drawdown_20_z",  # log price below the 20-quote high, in units of the volatility over 20 quotes
+    "range_20_z",  # log range of the last 20 prices, same units
+    "volume_z",  # log volume against the median of the previous 100, in their robust dispersion
+    "spread_z",  # log spread against the median of the previous 100, in their robust dispersion
+    "ewma_spread_z",  # its EWMA (a spread that stays wide)
+    "log_gap_ratio",  # log of the gap since the previous quote against the median gap of the previous 100
     "log_arrival_ratio",  # median gap of the last 10 quotes against that of the previous 100 (bursts)
-    "unchanged_run",  # consecutive quotes with price, bid and ask all unchanged (a frozen feed)
-    "drawdown_20",  # log price below the 20-quote high
-    "range_20",  # log range of the last 20 prices
+    "frozen_run_ratio",  # log (1 + frozen run) against log (1 + the run usual before this one began)
 )
+FEATURE_COLUMNS: tuple[str, ...] = ("ret_1", *MODEL_FEATURES)  # ret_1: the fixed-jump baseline's input
 
 
 def _trailing(values: np.ndarray, window: int, include_current: bool) -> np.ndarray:
@@ -98,22 +111,65 @@ def _ewma(values: np.ndarray) -> np.ndarray:
         return np.where(present.sum(axis=1) >= 10, total / weight, np.nan)
 
 
-def _unchanged_run(price: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
-    """How many quotes in a row, up to this one, repeat the previous quote's price, bid and ask exactly."""
+def _robust_sigma(windows: np.ndarray, min_count: int) -> np.ndarray:
+    """Per row, a volatility that one outlier in the window does not inflate: 1.4826 MAD of the window's
+    returns, or 1.2533 times their mean absolute deviation where most returns are zero (a coarse tick, a
+    quiet minute bar), NaN where even that is zero."""
+    median = _stat(windows, "median", min_count)
+    with np.errstate(invalid="ignore"):
+        deviation = np.abs(windows - median[:, None])
+    mad = 1.4826 * _stat(deviation, "median", min_count)
+    mean_deviation = 1.2533 * _stat(deviation, "mean", min_count)
+    sigma = np.where(mad > 0, mad, mean_deviation)
+    return np.where(sigma > 0, sigma, np.nan)
+
+
+def _robust_z(values: np.ndarray) -> np.ndarray:
+    """Each value against the median of the previous BASELINE_WINDOW, in their robust dispersion (at
+    least MIN_LOG_DISPERSION): comparable between a symbol whose volumes vary tenfold minute to minute
+    and one whose volumes barely move."""
+    previous = _trailing(values, BASELINE_WINDOW, include_current=False)
+    median = _stat(previous, "median", 10)
+    with np.errstate(invalid="ignore"):
+        deviation = np.abs(previous - median[:, None])
+    mad = 1.4826 * _stat(deviation, "median", 10)
+    mean_deviation = 1.2533 * _stat(deviation, "mean", 10)
+    dispersion = np.where(mad > 0, mad, mean_deviation)
+    return (values - median) / np.maximum(dispersion, MIN_LOG_DISPERSION)
+
+
+def _repeats(price: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
+    """Whether each quote repeats the previous one's price, bid and ask exactly (missing = missing)."""
 
     def same(series: np.ndarray) -> np.ndarray:
         previous = _shift(series, 1)
         return (series == previous) | (np.isnan(series) & np.isnan(previous) & ~np.isnan(price))
 
     repeated = same(price) & same(bid) & same(ask)
-    repeated[0] = False
-    # Capped at RUN_CAP: the run ending at a row is read from its last RUN_CAP flags only.
-    flags = _trailing(repeated.astype(np.float64), RUN_CAP, include_current=True)
-    flags = np.nan_to_num(flags, nan=0.0)
-    # Length of the trailing block of ones: position of the last zero counted from the end.
+    if len(repeated):
+        repeated[0] = False
+    return repeated
+
+
+def _frozen_run(repeated: np.ndarray) -> np.ndarray:
+    """How many quotes in a row, up to this one, repeat the previous quote (counted up to RUN_CAP)."""
+    # Read from each row's last RUN_CAP flags only: the length of their trailing block of ones.
+    flags = np.nan_to_num(_trailing(repeated.astype(np.float64), RUN_CAP, include_current=True), nan=0.0)
     zeros_from_end = np.argmax(flags[:, ::-1] == 0, axis=1)
-    all_ones = flags.all(axis=1)
-    return np.where(all_ones, RUN_CAP, zeros_from_end).astype(np.float64)
+    return np.where(flags.all(axis=1), RUN_CAP, zeros_from_end).astype(np.float64)
+
+
+def _frozen_run_ratio(repeated: np.ndarray) -> np.ndarray:
+    """log(1 + run) - log(1 + usual run), the usual run being what the repeat rate of the BASELINE_WINDOW
+    quotes before this run began implies (a geometric run: p / (1 - p)). A thin market that often repeats
+    its last quote has long usual runs; a liquid one freezing for 40 quotes stands out."""
+    run = _frozen_run(repeated)
+    rate = _stat(_trailing(repeated.astype(np.float64), BASELINE_WINDOW, include_current=False), "mean", 20)
+    run_start = np.arange(len(run)) - run.astype(np.int64)
+    rate_before = rate[np.maximum(run_start, 0)]
+    rate_before = np.where(run_start >= 0, rate_before, np.nan)
+    usual = np.minimum(rate_before, 0.99) / (1 - np.minimum(rate_before, 0.99))
+    return np.log1p(run) - np.log1p(usual)
 
 
 def symbol_features(quotes: pd.DataFrame) -> pd.DataFrame:
@@ -127,41 +183,33 @@ def symbol_features(quotes: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         log_price = np.log(price)
         ret_1 = log_price - _shift(log_price, 1)
-        ret_5 = log_price - _shift(log_price, 5)
-        ret_20 = log_price - _shift(log_price, 20)
         previous_returns = _trailing(ret_1, RETURN_WINDOW, include_current=False)
-        ret_mean = _stat(previous_returns, "mean", 20)
-        ret_std = _stat(previous_returns, "std", 20)
-        sigma = _stat(_trailing(ret_1, BASELINE_WINDOW, include_current=False), "std", 20)
-        log_volume = np.log1p(volume)
-        previous_log_volume = _trailing(log_volume, RETURN_WINDOW, include_current=False)
-        volume_mean = _stat(_trailing(volume, RETURN_WINDOW, include_current=False), "mean", 10)
-        spread = (ask - bid) / ((ask + bid) / 2) * 1e4
-        spread_base = _stat(_trailing(spread, BASELINE_WINDOW, include_current=False), "median", 10)
-        log_spread_ratio = np.log(np.maximum(spread, 1e-3) / np.maximum(spread_base, 1e-3))
+        sigma = _robust_sigma(_trailing(ret_1, BASELINE_WINDOW, include_current=False), 20)
         gaps = np.concatenate([[np.nan], np.diff(micros) / 1e6]) if n else np.array([])
-        recent_gap = _stat(_trailing(gaps, 10, include_current=True), "median", 5)
         usual_gap = _stat(_trailing(gaps, BASELINE_WINDOW, include_current=False), "median", 20)
+        recent_gap = _stat(_trailing(gaps, 10, include_current=True), "median", 5)
+        # A return over a longer wait than usual may be larger: volatility grows with the square root of time.
+        gap_scale = np.sqrt(np.clip(gaps / np.maximum(usual_gap, 1e-3), 1.0, MAX_GAP_SCALE))
+        spread = (ask - bid) / ((ask + bid) / 2)
+        spread = np.where(spread > 0, spread, np.nan)  # a locked or crossed book has no spread to compare
+        spread_z = _robust_z(np.log(spread))
         last_20 = _trailing(log_price, 20, include_current=True)
+        sigma_20 = sigma * np.sqrt(20)
         features = {
             "ret_1": ret_1,
-            "ret_5": ret_5,
-            "ret_20": ret_20,
-            "ret_z": (ret_1 - ret_mean) / ret_std,
-            "ret_5_z": ret_5 / (sigma * np.sqrt(5)),
-            "ret_20_z": ret_20 / (sigma * np.sqrt(20)),
+            "ret_sigma": ret_1 / (sigma * gap_scale),
+            "ret_z": (ret_1 - _stat(previous_returns, "mean", 20)) / _stat(previous_returns, "std", 20),
+            "ret_5_z": (log_price - _shift(log_price, 5)) / (sigma * np.sqrt(5)),
+            "ret_20_z": (log_price - _shift(log_price, 20)) / sigma_20,
             "ewma_ret_z": _ewma(ret_1) / sigma,
-            "log_volume_ratio": log_volume - np.log1p(volume_mean),
-            "volume_z": (log_volume - _stat(previous_log_volume, "mean", 10))
-            / _stat(previous_log_volume, "std", 10),
-            "spread_bps": spread,
-            "log_spread_ratio": log_spread_ratio,
-            "ewma_log_spread_ratio": _ewma(log_spread_ratio),
-            "inter_arrival_s": gaps,
-            "log_arrival_ratio": np.log((recent_gap + 1e-3) / (usual_gap + 1e-3)),
-            "unchanged_run": _unchanged_run(price, bid, ask) if n else np.array([]),
-            "drawdown_20": log_price - _stat(last_20, "max", 1),
-            "range_20": _stat(last_20, "max", 1) - _stat(last_20, "min", 1),
+            "drawdown_20_z": (log_price - _stat(last_20, "max", 1)) / sigma_20,
+            "range_20_z": (_stat(last_20, "max", 1) - _stat(last_20, "min", 1)) / sigma_20,
+            "volume_z": _robust_z(np.log1p(volume)),
+            "spread_z": spread_z,
+            "ewma_spread_z": _ewma(spread_z),
+            "log_gap_ratio": np.log(np.maximum(gaps, 1e-3) / np.maximum(usual_gap, 1e-3)),
+            "log_arrival_ratio": np.log(np.maximum(recent_gap, 1e-3) / np.maximum(usual_gap, 1e-3)),
+            "frozen_run_ratio": _frozen_run_ratio(_repeats(price, bid, ask)) if n else np.array([]),
         }
     out = pd.DataFrame(features, index=quotes.index)
     # Infinities (a zero stdev, a zero price) carry no information a model can use: make them missing.

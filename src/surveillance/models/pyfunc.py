@@ -20,6 +20,20 @@ import numpy as np
 import pandas as pd
 
 from surveillance.models.detectors import Detector, robust_center_scale
+from surveillance.models.features import FEATURE_COLUMNS
+
+
+def model_incompatibility(model: Any) -> str:
+    """Why a loaded model cannot score this version's features ('' when it can): a version trained before
+    the features changed reads columns :func:`~surveillance.models.features.quote_features` no longer
+    computes."""
+    missing = [name for name in getattr(model, "features", []) if name not in FEATURE_COLUMNS]
+    if not missing:
+        return ""
+    return (
+        f"reads features this version no longer computes ({', '.join(missing)}); "
+        "train a new one with `surveil models compare`"
+    )
 
 
 def output_columns(top_k: int) -> list[str]:

@@ -132,6 +132,7 @@ class ChampionModel:
         """Load the version the champion alias points to, if it is not the one already loaded."""
         import mlflow.pyfunc
 
+        from surveillance.models.pyfunc import model_incompatibility
         from surveillance.models.registry import alias_version, model_uri, use_mlflow
 
         version = alias_version(self.settings)
@@ -146,6 +147,11 @@ class ChampionModel:
         # store first (left alone it is MLflow's default, ./mlflow.db, where nothing is registered).
         use_mlflow(self.settings)
         model = mlflow.pyfunc.load_model(model_uri(self.settings, version.version)).unwrap_python_model()
+        incompatible = model_incompatibility(model)
+        if incompatible:
+            raise ValueError(
+                f"{self.settings.models.registered_name} version {version.version} {incompatible}"
+            )
         previous = self.loaded.version if self.loaded else None
         if self.loaded is not None and self.loaded._broadcast is not None:
             self.loaded._broadcast.unpersist()  # the workers fetch the new version's when they need it

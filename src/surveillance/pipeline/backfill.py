@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from surveillance.config import Settings, interval_seconds
+from surveillance.detection.episodes import read_open_episodes, with_episodes
 from surveillance.lakehouse import (
     BACKFILL_RUNS,
     ensure_tables,
@@ -285,6 +286,13 @@ class BackfillRun:
         columns = {column.name: column.dataType.simpleString() for column in schema.fields}
         return silver_extra_fields(columns, message_schema, self.settings.schema_settings.evolve)[0]
 
+    def _with_episodes(self, alerts: DataFrame) -> DataFrame:
+        """The range's alerts in episodes, continuing those open as it starts (as the stream would)."""
+        gap = round(self.settings.models.evaluation.merge_gap_seconds * 1e6)
+        start = round(self.range.start.timestamp() * 1e6)
+        still_open = read_open_episodes(self.spark, self.locations["alerts"], start - gap, start)
+        return with_episodes(alerts, still_open, gap)
+
     def _model(self) -> LoadedModel | None:
         if not self.settings.models.scoring.enabled:
             return None
@@ -317,8 +325,10 @@ class BackfillRun:
             new_quotes = new_silver_quotes(routed, extra_fields, history, state, delay).persist()
             model = self._model() if stats.valid_rows else None
             report.model_version = model.version if model is not None else None
-            alerts = derive_alerts(
-                rule_context(history, new_quotes), self.settings, model, self.silver_validator is not None
+            alerts = self._with_episodes(
+                derive_alerts(
+                    rule_context(history, new_quotes), self.settings, model, self.silver_validator is not None
+                )
             ).persist()
             bars = one_minute_bars(on_time(new_quotes)).persist()
             cached.extend([history, new_quotes, alerts, bars])

@@ -30,12 +30,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
+from surveillance.detection.episodes import OpenEpisode, assign_episodes, read_open_episodes
 from surveillance.detection.rules import rule_windows
 from surveillance.detection.symbol_state import (
     ENRICHED_SCHEMA,
@@ -57,7 +59,7 @@ from surveillance.sinks.alerts_table import (
     recover_alert_rows,
     rows_from_topic,
 )
-from surveillance.sinks.kafka_alerts import AlertPublisher, kafka_record_columns
+from surveillance.sinks.kafka_alerts import AlertPublisher, kafka_record_columns, with_episode
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.silver import parse_quotes, with_silver_fields
 
@@ -217,6 +219,9 @@ class AlertBatchWriter:
             if loading is not None:
                 loading.result()  # loaded before the first batch, not inside it
         self.appender = AlertTableAppender(spark, self.locations[ALERTS.name], self._append_hook)
+        # Each symbol's open episode, carried from batch to batch; at start, what the alerts table left.
+        self._open_episodes: dict[str, OpenEpisode] = read_open_episodes(spark, self.locations[ALERTS.name])
+        self._merge_gap_micros = round(settings.models.evaluation.merge_gap_seconds * 1e6)
         self._progress: list[dict] = []
         self._progress_lock = threading.Lock()
         self._flushed_at = time.monotonic()
@@ -307,21 +312,49 @@ class AlertBatchWriter:
         alerts = alerts_from_context(rows, self.settings, model, self.quality_on)
         key, value = kafka_record_columns(alerts)
         with profile.step("rules_and_model"):
-            found = alerts.select("*", key.alias("_kafka_key"), value.alias("_kafka_value")).collect()
+            found = alerts.select(
+                "*",
+                F.unix_micros("event_time").alias("_event_micros"),
+                key.alias("_kafka_key"),
+                value.alias("_kafka_value"),
+            ).collect()
         per_rule: dict[str, int] = {}
         for row in found:
             per_rule[row["rule"]] = per_rule.get(row["rule"], 0) + 1
         if not found:
             return per_rule
+        with profile.step("episodes"):
+            episodes = self._episodes(found)
         with profile.step("publish"):
-            records = [(row["_kafka_key"], row["_kafka_value"], row["alert_id"]) for row in found]
+            records = [
+                (row["_kafka_key"], with_episode(row["_kafka_value"], episode), row["alert_id"])
+                for row, episode in zip(found, episodes, strict=True)
+            ]
             self.publisher.send(records, self.stream_id(), batch_id)
         _crash_point("publish", batch_id)
         if batch_id > self._appended_up_to:
             names = ALERTS.schema.fieldNames()
-            self.appender.submit(batch_id, [tuple(row[name] for name in names) for row in found])
+            self.appender.submit(
+                batch_id,
+                [
+                    tuple(episode if name == "episode_id" else row[name] for name in names)
+                    for row, episode in zip(found, episodes, strict=True)
+                ],
+            )
             self._appended_up_to = batch_id
         return per_rule
+
+    def _episodes(self, found: list[Row]) -> list[str]:
+        """Each alert's episode, continuing each symbol's open episode (detection/episodes.py)."""
+        frame = pd.DataFrame(
+            {
+                "symbol": [row["symbol"] for row in found],
+                "event_micros": [row["_event_micros"] for row in found],
+                "event_id": [row["event_id"] for row in found],
+            }
+        )
+        ids, self._open_episodes = assign_episodes(frame, self._open_episodes, self._merge_gap_micros)
+        return list(ids)
 
     def _record(
         self,

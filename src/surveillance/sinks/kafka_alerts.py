@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,13 @@ def kafka_record_columns(alerts: DataFrame) -> tuple[Column, Column]:
         *[F.col(name) for name in ALERTS.schema.fieldNames() if name not in ("stream_id", "batch_id")]
     )
     return F.col("symbol"), F.to_json(body, JSON_OPTIONS)
+
+
+def with_episode(value: str, episode_id: str) -> str:
+    """An alert's record value with its episode id, known only once the batch's alerts are (few: cheap)."""
+    alert = json.loads(value)
+    alert["episode_id"] = episode_id
+    return json.dumps(alert, separators=(",", ":"))
 
 
 class AlertPublisher:
