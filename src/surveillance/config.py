@@ -491,8 +491,10 @@ class EvaluationSettings(_Strict):
     merge_gap_seconds: float = Field(30.0, ge=0)
     # A predicted event counts as a hit when it overlaps a labelled span widened by this much either side.
     tolerance_seconds: float = Field(10.0, ge=0)
-    # Symbols of the training set held out to choose each learned detector's threshold.
+    # Symbols of the training set held out to choose each learned detector's threshold: the one with the
+    # highest event recall whose precision there is at least min_precision (0: the best F1).
     calibration_share: float = Field(0.25, gt=0, lt=1)
+    min_precision: float = Field(0.99, ge=0, le=1)
 
 
 class ScoringSettings(_Strict):
@@ -522,8 +524,8 @@ class ModelSettings(_Strict):
     # test set) by more than this.
     promotion_margin: float = Field(0.01, ge=0)
     seed: int = Field(42, ge=0)
-    train: DataSplit = DataSplit(seed=101, symbols=12, first_symbol=0)
-    test: DataSplit = DataSplit(seed=202, symbols=8, first_symbol=12)
+    train: DataSplit = DataSplit(seed=101, symbols=80, first_symbol=0)
+    test: DataSplit = DataSplit(seed=202, symbols=8, first_symbol=80)
     # Scored side by side with the test set; the champion is chosen on the worse of the two.
     out_of_distribution: OutOfDistributionSplit = OutOfDistributionSplit()
     evaluation: EvaluationSettings = EvaluationSettings()

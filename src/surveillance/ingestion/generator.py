@@ -126,6 +126,11 @@ class MarketRanges:
     spread_noise: tuple[float, float] = (0.2, 0.2)
     arrival_dispersion: tuple[float, float] | None = None
     volatility_clustering: tuple[float, float] = (0.0, 0.0)
+    # Transient spread spikes (a thin book for one quote, 3-30x the spread): their share of quotes.
+    spread_spike_share: tuple[float, float] = (0.0, 0.0)
+    # Extended hours: the share of a symbol's quotes before the open and the share after the close, each
+    # drawn from this range, quoted EXTENDED_HOURS_SLOWER times slower with EXTENDED_HOURS_WIDER spreads.
+    extended_hours: tuple[float, float] = (0.0, 0.0)
     # Anomalies at least this many sigmas (jump, crash depth) / sigmas over the span (drift), and volume
     # spikes and spread blowouts at least this many sigmas of their own noise: a drawn size that a
     # symbol's ordinary variation would hide is scaled up, so every label stays an anomaly.
@@ -133,6 +138,8 @@ class MarketRanges:
     min_drift_sigmas: float = 0.0
     min_noise_sigmas: float = 0.0
     blowout_max_bps: float = BLOWOUT_MAX_BPS
+    # Prices, bids and asks on a tick grid (whole cents from a dollar up), not just 4 decimals.
+    tick_grid: bool = False
 
     @property
     def randomised(self) -> bool:
@@ -152,10 +159,12 @@ RANDOMISED_MARKET = MarketRanges(
     spread_noise=(0.05, 0.5),
     arrival_dispersion=(0.0, 1.2),
     volatility_clustering=(0.0, 0.6),
+    spread_spike_share=(0.0, 0.03),
     min_jump_sigmas=15.0,
     min_drift_sigmas=8.0,
     min_noise_sigmas=6.0,
     blowout_max_bps=2000.0,
+    tick_grid=True,
 )
 
 
@@ -294,6 +303,9 @@ class _Texture:
     spread_noise: float
     arrival_dispersion: float | None
     volatility_clustering: float
+    spread_spike_share: float
+    pre_open_share: float
+    after_close_share: float
 
     @classmethod
     def draw(cls, rng: np.random.Generator, market: MarketRanges) -> _Texture:
@@ -303,19 +315,43 @@ class _Texture:
             rng.uniform(*market.spread_noise),
             None if market.arrival_dispersion is None else rng.uniform(*market.arrival_dispersion),
             rng.uniform(*market.volatility_clustering),
+            rng.uniform(*market.spread_spike_share),
+            rng.uniform(*market.extended_hours),
+            rng.uniform(*market.extended_hours),
         )
 
 
-def _slow_log_factor(rng: np.random.Generator, ticks: int, stationary_sd: float) -> np.ndarray:
-    """exp of a slowly varying AR(1) (phi 0.99) with the given stationary sd: regimes of some hundred
-    ticks, mean one."""
-    phi = 0.99
+EXTENDED_HOURS_SLOWER, EXTENDED_HOURS_WIDER = (5.0, 30.0), (3.0, 10.0)
+MIN_TICKS_PER_QUOTE = 0.3  # on a tick grid: the smallest per-quote volatility, in ticks
+
+
+def _extended_hours(
+    rng: np.random.Generator, offsets: np.ndarray, duration_ms: int, texture: _Texture
+) -> tuple[np.ndarray, np.ndarray]:
+    """Arrival times with the first and last quotes in extended hours (slower), and each quote's spread
+    multiplier (wider there): what a stock looks like before the open and after the close."""
+    ticks = len(offsets)
+    extended = np.zeros(ticks, dtype=bool)
+    extended[: int(texture.pre_open_share * ticks)] = True
+    extended[ticks - int(texture.after_close_share * ticks) :] = True
+    slower = math.exp(rng.uniform(*np.log(EXTENDED_HOURS_SLOWER)))
+    wider = math.exp(rng.uniform(*np.log(EXTENDED_HOURS_WIDER)))
+    gaps = np.diff(offsets, prepend=0).astype(np.float64) + 1.0
+    gaps[extended] *= slower
+    times = np.cumsum(gaps)
+    stretched = np.floor((times - times[0]) / times[-1] * (duration_ms - ticks)).astype(np.int64)
+    return stretched + np.arange(ticks), np.where(extended, wider, 1.0)
+
+
+def _slow_log_factor(
+    rng: np.random.Generator, ticks: int, stationary_sd: float, phi: float = 0.99
+) -> np.ndarray:
+    """exp of an AR(1) with the given stationary sd, mean one; phi 0.99: regimes of some hundred ticks."""
+    from scipy.signal import lfilter
+
     shocks = rng.normal(0.0, stationary_sd * math.sqrt(1 - phi**2), size=ticks)
-    level = np.empty(ticks)
-    level[0] = rng.normal(0.0, stationary_sd)
-    for n in range(1, ticks):  # a recursion: generation only, a few thousand steps per symbol
-        level[n] = phi * level[n - 1] + shocks[n]
-    return np.exp(level - 0.5 * stationary_sd**2)
+    shocks[0] = rng.normal(0.0, stationary_sd)  # start in the stationary distribution
+    return np.exp(lfilter([1.0], [1.0, -phi], shocks) - 0.5 * stationary_sd**2)
 
 
 def _bursty_offsets(rng: np.random.Generator, ticks: int, duration_ms: int, dispersion: float) -> np.ndarray:
@@ -325,6 +361,21 @@ def _bursty_offsets(rng: np.random.Generator, ticks: int, duration_ms: int, disp
     times = np.cumsum(gaps)
     offsets = np.floor((times - times[0]) / times[-1] * (duration_ms - ticks)).astype(np.int64)
     return offsets + np.arange(ticks)
+
+
+def _on_tick_grid(
+    price: np.ndarray, bid: np.ndarray, ask: np.ndarray, tick: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prices on the venue's tick grid (a cent from a dollar up, 0.0001 below): spreads become whole
+    ticks, and a cheap, calm stock's price sits still for long stretches, as real ones do."""
+    on_grid = np.maximum(np.round(price / tick), 1.0)
+    below = np.minimum(np.floor(bid / tick + 1e-9), on_grid - 1)
+    above = np.maximum(np.ceil(ask / tick - 1e-9), on_grid + 1)
+    return (
+        np.round(on_grid * tick, 4),
+        np.round(np.maximum(below, 0.0) * tick, 4),
+        np.round(above * tick, 4),
+    )
 
 
 def _at_least_sigmas(span: _Span, tick_vol: float, texture: _Texture, market: MarketRanges) -> _Span:
@@ -359,7 +410,12 @@ def _symbol_quotes(
     rng = _rng(seed, 1, index)
     start_price = max(0.01, round(math.exp(rng.uniform(*np.log(market.price))), 2))
     annual_vol = rng.uniform(*market.annual_vol)
-    spread_bps = rng.uniform(*market.spread_bps)
+    # The sample draws its spreads uniformly; a randomised market spans two orders of magnitude.
+    spread_bps = (
+        math.exp(rng.uniform(*np.log(market.spread_bps)))
+        if market.randomised
+        else rng.uniform(*market.spread_bps)
+    )
     base_volume = math.exp(rng.uniform(*np.log(market.base_volume)))
     # The texture comes from its own stream: the sample's draws stay exactly as they were.
     texture_rng = _rng(seed, 9, index)
@@ -372,7 +428,15 @@ def _symbol_quotes(
     offsets = np.maximum.accumulate(offsets - steps) + steps
     if texture.arrival_dispersion is not None:
         offsets = _bursty_offsets(texture_rng, ticks, duration_ms, texture.arrival_dispersion)
+    session_spread = np.ones(ticks)
+    if texture.pre_open_share or texture.after_close_share:
+        offsets, session_spread = _extended_hours(texture_rng, offsets, duration_ms, texture)
     tick_vol = annual_vol * math.sqrt(duration_ms / 1000 / ticks / _YEAR_SECONDS)
+    tick = 0.01 if start_price >= 1 else 0.0001
+    if market.tick_grid:
+        # A market whose price never leaves its tick has no ordinary state a frozen feed could break:
+        # the price moves a tick every few quotes at least.
+        tick_vol = max(tick_vol, MIN_TICKS_PER_QUOTE * tick / start_price)
     if market.shock_dof is None:
         # Capped at 4 sigma: a detector's 6-sigma z-score should fire on injected anomalies only.
         shocks = np.clip(rng.standard_normal(ticks), -_SHOCK_CAP, _SHOCK_CAP)
@@ -393,6 +457,9 @@ def _symbol_quotes(
     if texture.zero_volume_share:  # quotes that moved the book without a trade
         volume[texture_rng.random(ticks) < texture.zero_volume_share] = 0
     spread = start_price * spread_bps / 1e4 * np.exp(rng.normal(0.0, texture.spread_noise, size=ticks))
+    if texture.spread_spike_share:  # one quote caught while the book was thin: gone by the next
+        spiked = texture_rng.random(ticks) < texture.spread_spike_share
+        spread[spiked] *= np.exp(texture_rng.uniform(math.log(3), math.log(30), size=int(spiked.sum())))
     bid_share = rng.uniform(0.2, 0.8, size=ticks)
 
     if not anomaly_types:
@@ -423,7 +490,7 @@ def _symbol_quotes(
 
     price = np.round(start_price * np.exp(np.cumsum(log_returns) + crash_offset), 4)
     # Spread scales with the price level; the price sits strictly inside the quote.
-    spread = spread * price / start_price
+    spread = spread * price / start_price * session_spread
     for span in spans:
         if span.kind == "spread_blowout":
             a, b = span.start, span.start + span.ticks
@@ -432,6 +499,8 @@ def _symbol_quotes(
             spread[a:b] = np.minimum(spread[a:b] * span.params["multiple"], cap)
     bid = np.minimum(np.round(price - spread * bid_share, 4), price - 0.0001)
     ask = np.maximum(np.round(price + spread * (1 - bid_share), 4), price + 0.0001)
+    if market.tick_grid:
+        price, bid, ask = _on_tick_grid(price, bid, ask, tick)
     for span in spans:
         if span.kind == "stale_feed":
             # A frozen feed repeats the last good quote; the quote after the freeze catches up.

@@ -6,7 +6,8 @@ Data: two generated sets with every anomaly type, on different seeds and symbols
 volume scale); and an out-of-distribution set (``models.out_of_distribution``) from an independent market
 model (:mod:`surveillance.ingestion.ood_market`) with the same labelled anomaly types. The training
 symbols are split: most fit the detectors, the rest (``calibration_share``) choose each learned detector's
-threshold by event-level F1. The two test sets are only ever scored.
+threshold: the highest event recall at ``evaluation.min_precision`` or better. The two test sets are only
+ever scored.
 
 Selection and promotion use each detector's *worse* score of the two test sets, never the
 in-distribution one alone: a detector that only works on data like its training data is not chosen. The
@@ -42,7 +43,7 @@ from surveillance.models.evaluation import (
     EventCounts,
     EventScorer,
     PrCurve,
-    best_f1_threshold,
+    choose_threshold,
     metrics_table,
     pr_curve,
     row_labels,
@@ -179,8 +180,10 @@ def train_and_evaluate(
     started = time.perf_counter()
     detector.fit(fit.rows, fit.row_types, settings.models.seed)
     if detector.learns_threshold:
-        detector.threshold = best_f1_threshold(
-            _scorer(calibration, settings), detector.score(calibration.rows)
+        detector.threshold = choose_threshold(
+            _scorer(calibration, settings),
+            detector.score(calibration.rows),
+            settings.models.evaluation.min_precision,
         )
     fit_seconds = time.perf_counter() - started
     model = AnomalyModel(detector, fit.rows, fit.row_types, settings.models.scoring.top_features)

@@ -57,8 +57,9 @@ def robust_center_scale(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.nan_to_num(center), scale
 
 
-def type_balanced_weights(labels: np.ndarray) -> np.ndarray:
-    """Sample weights giving every anomaly type together the weight of the normal rows, shared equally.
+def type_balanced_weights(labels: np.ndarray, anomaly_weight: float = 1.0) -> np.ndarray:
+    """Sample weights giving every anomaly type together ``anomaly_weight`` times the weight of the normal
+    rows, shared equally.
 
     A spread blowout spans dozens of quotes, a price jump one: unweighted, a learner would trade every
     jump for a few more blowout rows.
@@ -68,7 +69,7 @@ def type_balanced_weights(labels: np.ndarray) -> np.ndarray:
     normal = max(int((labels == "").sum()), 1)
     for kind in kinds:
         rows = labels == kind
-        weights[rows] = normal / len(kinds) / rows.sum()
+        weights[rows] = anomaly_weight * normal / len(kinds) / rows.sum()
     return weights
 
 
@@ -205,6 +206,8 @@ class GradientBoostingDetector(Detector):
     max_leaf_nodes: int = 31
     # Point anomalies are one quote each: a leaf must be allowed to hold a handful of rows.
     min_samples_leaf: int = 5
+    # All anomalous rows together weigh this much against the normal ones (1: as much).
+    anomaly_weight: float = 1.0
     model: Any = field(default=None, repr=False, metadata=LEARNED)
 
     def fit(self, frame: pd.DataFrame, labels: np.ndarray, seed: int) -> Detector:
@@ -219,7 +222,7 @@ class GradientBoostingDetector(Detector):
         ).fit(
             frame[list(self.features)].to_numpy(np.float64),
             labels != "",
-            sample_weight=type_balanced_weights(labels),
+            sample_weight=type_balanced_weights(labels, self.anomaly_weight),
         )
         return self
 

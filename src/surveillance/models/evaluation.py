@@ -190,9 +190,26 @@ def pr_curve(scorer: EventScorer, scores: np.ndarray, thresholds: np.ndarray | N
     )
 
 
-def best_f1_threshold(scorer: EventScorer, scores: np.ndarray) -> float:
-    """The threshold with the highest overall event F1 (ties: the strictest, fewer alerts)."""
+def choose_threshold(scorer: EventScorer, scores: np.ndarray, min_precision: float = 0.0) -> float:
+    """The threshold an analyst can live with: the highest event recall whose precision is at least
+    ``min_precision`` (ties: the strictest); where no threshold reaches it, the best F1.
+
+    Chosen on calibration data: on another market a detector's precision falls first (new kinds of normal
+    look unusual), so a threshold at the F1 optimum of its own data floods analysts elsewhere.
+    """
     curve = pr_curve(scorer, scores)
+    p, r = curve.precision[OVERALL], curve.recall[OVERALL]
+    allowed = p >= min_precision
+    if min_precision <= 0 or not allowed.any():
+        return best_f1_threshold(scorer, scores, curve)
+    recall = np.where(allowed, np.nan_to_num(r), -1.0)
+    best = np.flatnonzero(recall == recall.max())[-1]
+    return float(curve.thresholds[best])
+
+
+def best_f1_threshold(scorer: EventScorer, scores: np.ndarray, curve: PrCurve | None = None) -> float:
+    """The threshold with the highest overall event F1 (ties: the strictest, fewer alerts)."""
+    curve = curve if curve is not None else pr_curve(scorer, scores)
     p, r = curve.precision[OVERALL], curve.recall[OVERALL]
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.nan_to_num(2 * p * r / (p + r))

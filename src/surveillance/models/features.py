@@ -29,10 +29,13 @@ MIN_HISTORY = 50
 RETURN_WINDOW = 50  # trailing returns of the rolling z-score (as the return z-score rule)
 BASELINE_WINDOW = 100  # trailing quotes for the volatility, volume, spread, gap and repeat baselines
 EWMA_LAMBDA, EWMA_SPAN = 0.2, 50  # exponentially weighted means over the last 50 ticks (0.8^50 ~ 1e-5)
-# The smallest dispersion of log volumes or log spreads a z-score divides by (10 %): a spread that never
-# moved off one tick still has a scale for a blowout to be measured in.
-MIN_LOG_DISPERSION = 0.1
+# The smallest dispersion of log volumes or log spreads a z-score divides by: a spread that sits at one
+# tick has no dispersion, yet widening to two ticks (log 2) is ordinary; here it is 2 units.
+MIN_LOG_DISPERSION = 0.35
 RUN_CAP = 60  # frozen-quote runs are counted up to this (a frozen feed is obvious long before)
+# The volatility leaves out the largest TRIM_SHARE of a window's returns; for normal returns the root mean
+# square of the rest is the standard deviation divided by this (1 - 2 z f(z) / 0.95 at z = 1.96).
+TRIM_SHARE, TRIMMED_RMS_TO_SD = 0.05, 1.148
 # A gap this many times the usual one scales the expected return by at most sqrt(MAX_GAP_SCALE): a market
 # that was shut overnight opens where it opens.
 MAX_GAP_SCALE = 10_000.0
@@ -44,14 +47,14 @@ HISTORY_TICKS = RUN_CAP + BASELINE_WINDOW + 10
 INPUT_COLUMNS = ("symbol", "event_id", "event_micros", "price", "volume", "bid", "ask")
 # What the learned detectors read: every one relative to the symbol's own recent behaviour.
 MODEL_FEATURES: tuple[str, ...] = (
-    "ret_sigma",  # log return in units of the robust volatility of the previous 100 returns, time-scaled
+    "ret_sigma",  # log return in units of the (trimmed) volatility of the previous 100 returns, time-scaled
     "ret_z",  # (log return - mean) / stdev of the previous 50 returns (the return z-score rule's measure)
     "ret_5_z",  # log return over 5 quotes against the robust volatility scaled to 5 quotes
     "ret_20_z",  # over 20 quotes (drifts, crashes)
     "ewma_ret_z",  # EWMA of returns in volatility units (momentum)
     "drawdown_20_z",  # log price below the 20-quote high, in units of the volatility over 20 quotes
     "range_20_z",  # log range of the last 20 prices, same units
-    "volume_z",  # log volume against the median of the previous 100, in their robust dispersion
+    "volume_z",  # log volume against the median of the previous 100 non-zero, in their robust dispersion
     "spread_z",  # log spread against the median of the previous 100, in their robust dispersion
     "ewma_spread_z",  # its EWMA (a spread that stays wide)
     "log_gap_ratio",  # log of the gap since the previous quote against the median gap of the previous 100
@@ -83,7 +86,12 @@ def _stat(windows: np.ndarray, how: str, min_count: int) -> np.ndarray:
         elif how == "std":
             out[enough] = np.nanstd(chosen, axis=1, ddof=1)
         elif how == "median":
-            out[enough] = np.nanmedian(chosen, axis=1)
+            # np.nanmedian goes through masked arrays (slow): a sort puts NaNs last, and the middle of
+            # each row's present values is then at a known place.
+            ordered = np.sort(chosen, axis=1)
+            present = counts[enough]
+            rows = np.arange(len(chosen))
+            out[enough] = (ordered[rows, (present - 1) // 2] + ordered[rows, present // 2]) / 2
         elif how == "max":
             out[enough] = np.nanmax(chosen, axis=1)
         elif how == "min":
@@ -112,30 +120,37 @@ def _ewma(values: np.ndarray) -> np.ndarray:
 
 
 def _robust_sigma(windows: np.ndarray, min_count: int) -> np.ndarray:
-    """Per row, a volatility that one outlier in the window does not inflate: 1.4826 MAD of the window's
-    returns, or 1.2533 times their mean absolute deviation where most returns are zero (a coarse tick, a
-    quiet minute bar), NaN where even that is zero."""
-    median = _stat(windows, "median", min_count)
-    with np.errstate(invalid="ignore"):
-        deviation = np.abs(windows - median[:, None])
-    mad = 1.4826 * _stat(deviation, "median", min_count)
-    mean_deviation = 1.2533 * _stat(deviation, "mean", min_count)
-    sigma = np.where(mad > 0, mad, mean_deviation)
-    return np.where(sigma > 0, sigma, np.nan)
+    """Per row, a volatility that one outlier in the window does not inflate and a mass of zero returns
+    (a coarse tick, quiet minute bars) does not shrink to nothing: the root mean square of the window's
+    returns without its largest 5 % (at least one), scaled to be the standard deviation for normal
+    returns. NaN with fewer than ``min_count`` returns, or where every kept return is zero."""
+    present = ~np.isnan(windows)
+    counts = present.sum(axis=1)
+    squares = np.where(present, windows * windows, 0.0)
+    dropped = np.maximum(1, np.ceil(TRIM_SHARE * counts).astype(np.int64))
+    most = int(dropped.max()) if len(dropped) else 1
+    width = squares.shape[1] if squares.ndim == 2 else 0
+    if width <= most:
+        return np.full(len(windows), np.nan)
+    # The largest ``most`` squares of each row (a partition, not a sort), largest first.
+    largest = -np.sort(-np.partition(squares, width - most, axis=1)[:, width - most :], axis=1)
+    trimmed = squares.sum(axis=1) - np.cumsum(largest, axis=1)[np.arange(len(windows)), dropped - 1]
+    kept = counts - dropped
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma = TRIMMED_RMS_TO_SD * np.sqrt(np.maximum(trimmed, 0.0) / kept)
+    return np.where((counts >= min_count) & (kept > 0) & (sigma > 0), sigma, np.nan)
 
 
 def _robust_z(values: np.ndarray) -> np.ndarray:
-    """Each value against the median of the previous BASELINE_WINDOW, in their robust dispersion (at
-    least MIN_LOG_DISPERSION): comparable between a symbol whose volumes vary tenfold minute to minute
-    and one whose volumes barely move."""
+    """Each value against the median of the previous BASELINE_WINDOW, in their dispersion around it (the
+    trimmed root mean square of :func:`_robust_sigma`, at least MIN_LOG_DISPERSION): comparable between
+    a symbol whose volumes vary tenfold minute to minute and one whose volumes barely move, and not
+    fooled by a book that sits at one tick half the time and at twenty the other half."""
     previous = _trailing(values, BASELINE_WINDOW, include_current=False)
     median = _stat(previous, "median", 10)
     with np.errstate(invalid="ignore"):
-        deviation = np.abs(previous - median[:, None])
-    mad = 1.4826 * _stat(deviation, "median", 10)
-    mean_deviation = 1.2533 * _stat(deviation, "mean", 10)
-    dispersion = np.where(mad > 0, mad, mean_deviation)
-    return (values - median) / np.maximum(dispersion, MIN_LOG_DISPERSION)
+        dispersion = _robust_sigma(previous - median[:, None], 10)
+    return (values - median) / np.maximum(np.nan_to_num(dispersion, nan=0.0), MIN_LOG_DISPERSION)
 
 
 def _repeats(price: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
@@ -204,7 +219,9 @@ def symbol_features(quotes: pd.DataFrame) -> pd.DataFrame:
             "ewma_ret_z": _ewma(ret_1) / sigma,
             "drawdown_20_z": (log_price - _stat(last_20, "max", 1)) / sigma_20,
             "range_20_z": (_stat(last_20, "max", 1) - _stat(last_20, "min", 1)) / sigma_20,
-            "volume_z": _robust_z(np.log1p(volume)),
+            # A quote without a trade (volume 0) has no volume to compare, and is left out of the
+            # baseline: a thin market's many empty minutes would otherwise swamp its dispersion.
+            "volume_z": _robust_z(np.log(np.where(volume > 0, volume, np.nan))),
             "spread_z": spread_z,
             "ewma_spread_z": _ewma(spread_z),
             "log_gap_ratio": np.log(np.maximum(gaps, 1e-3) / np.maximum(usual_gap, 1e-3)),
