@@ -13,6 +13,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -372,9 +373,71 @@ def cmd_models(args: argparse.Namespace) -> int:
             comparison = compare_detectors(settings, on_progress=status.update)
         print_comparison(comparison, wide_console())
         return 0
+    if args.action == "evaluate":
+        return _evaluate_on_real_markets(args, settings)
     models = settings.models
     print_versions(model_versions(settings), models.registered_name, models.champion_alias, wide_console())
     return 0
+
+
+def _evaluate_on_real_markets(args: argparse.Namespace, settings: Any) -> int:
+    """``models evaluate --real``: every configured detector (trained as ``compare`` trains it), the
+    registered champion and the rules on real market data: false-alarm load and the real >5 % moves."""
+    from surveillance.models.compare import fit_detector, load_real_market_data, training_split
+    from surveillance.models.real_evaluation import combined, evaluate_models, evaluate_rules
+    from surveillance.models.report import print_real
+    from surveillance.reporting.summary import wide_console
+
+    if not args.real:
+        raise SystemExit("models evaluate: say what to evaluate on: --real (real market data)")
+    data = load_real_market_data(Path(args.data) if args.data else None)
+    if data is None:
+        console.print(
+            "no real market data here (../shared/realdata beside the project, $SURVEIL_REAL_DATA or --data): "
+            "nothing to evaluate",
+            style="yellow",
+        )
+        return 0
+    gap = settings.models.evaluation.merge_gap_seconds
+    with console.status("training the detectors as `models compare` does...") as status:
+        fit, calibration = training_split(settings)
+        models: dict[str, Any] = {}
+        for name, params in settings.models.detectors.items():
+            status.update(f"training {name}")
+            models[name] = fit_detector(name, params, fit, calibration, settings)[1]
+        champion = _champion_model(settings)
+        if champion is not None:
+            models[f"champion (v{champion[0]})"] = champion[1]
+        status.update("scoring the real quotes")
+        evaluation = evaluate_models(models, data, gap)
+        if args.rules:
+            from surveillance.spark import get_spark
+
+            status.update("running the rules in Spark")
+            evaluation = combined(evaluation, evaluate_rules(get_spark(settings), settings, data))
+    print_real(evaluation, wide_console(), by_symbol=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(evaluation.as_dict(), indent=2, default=str))
+    console.print(f"written: {out}")
+    return 0
+
+
+def _champion_model(settings: Any) -> tuple[str, Any] | None:
+    """(version, model) of the registered champion, if any and if it scores this version's features."""
+    from surveillance.models.pyfunc import model_incompatibility
+    from surveillance.models.registry import alias_version, model_uri, registry_exists, use_mlflow
+
+    if not registry_exists(settings) or (version := alias_version(settings)) is None:
+        return None
+    import mlflow.pyfunc
+
+    use_mlflow(settings)
+    model = mlflow.pyfunc.load_model(model_uri(settings, version.version)).unwrap_python_model()
+    if model_incompatibility(model):
+        console.print(f"champion version {version.version} {model_incompatibility(model)}", style="yellow")
+        return None
+    return str(version.version), model
 
 
 def cmd_notebook(args: argparse.Namespace) -> int:
@@ -614,9 +677,21 @@ def build_parser() -> argparse.ArgumentParser:
     dq.set_defaults(func=cmd_dq)
 
     models = commands.add_parser(
-        "models", parents=[common], help="anomaly models: compare (train, evaluate, register) | list"
+        "models",
+        parents=[common],
+        help="anomaly models: compare (train, evaluate, register) | list | evaluate --real",
     )
-    models.add_argument("action", choices=["compare", "list"])
+    models.add_argument("action", choices=["compare", "list", "evaluate"])
+    models.add_argument(
+        "--real", action="store_true", help="evaluate: on real market data (../shared/realdata, or --data)"
+    )
+    models.add_argument("--data", default=None, help="evaluate --real: the real market data folder")
+    models.add_argument(
+        "--no-rules", dest="rules", action="store_false", help="evaluate --real: skip the rules (no Spark)"
+    )
+    models.add_argument(
+        "--out", default="reports/models/real_markets.json", help="evaluate --real: the JSON written"
+    )
     models.set_defaults(func=cmd_models)
 
     notebook = commands.add_parser(

@@ -497,6 +497,17 @@ class EvaluationSettings(_Strict):
     min_precision: float = Field(0.99, ge=0, le=1)
 
 
+class QualityGate(_Strict):
+    """What the champion of ``models compare`` on the configured seeds must keep (``make test`` checks it):
+    a change that makes the model worse off its own generator fails the build."""
+
+    # Event F1 on the out-of-distribution set, overall and for every anomaly type.
+    min_ood_f1: float = Field(0.9, ge=0, le=1)
+    min_ood_type_f1: float = Field(0.7, ge=0, le=1)
+    # Alerts per 1,000 real quotes, where the real market data is at hand.
+    max_real_alerts_per_1000: float = Field(4.0, ge=0)
+
+
 class ScoringSettings(_Strict):
     enabled: bool = True
     # How often the running stream asks the registry where the champion alias points.
@@ -529,6 +540,7 @@ class ModelSettings(_Strict):
     # Scored side by side with the test set; the champion is chosen on the worse of the two.
     out_of_distribution: OutOfDistributionSplit = OutOfDistributionSplit()
     evaluation: EvaluationSettings = EvaluationSettings()
+    quality_gate: QualityGate = QualityGate()
     # {detector: its parameters}; the detectors compared, each with its own keys (see models/detectors.py).
     detectors: dict[str, dict[str, Any]] = Field(default_factory=lambda: {name: {} for name in DETECTORS})
     scoring: ScoringSettings = ScoringSettings()

@@ -35,6 +35,12 @@ SMALL = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_real_market_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small comparisons here; the real-data evaluation has its own tests (test_model_quality_gate)."""
+    monkeypatch.setenv("SURVEIL_REAL_DATA", "/nonexistent/realdata")
+
+
 def small_settings(tmp_path: Path, *overrides: str) -> Settings:
     return load_settings(env="local", overrides=[f"state_dir={tmp_path}/state", *SMALL, *overrides])
 

@@ -322,7 +322,6 @@ class _Texture:
 
 
 EXTENDED_HOURS_SLOWER, EXTENDED_HOURS_WIDER = (5.0, 30.0), (3.0, 10.0)
-MIN_TICKS_PER_QUOTE = 0.3  # on a tick grid: the smallest per-quote volatility, in ticks
 
 
 def _extended_hours(
@@ -410,7 +409,7 @@ def _symbol_quotes(
     rng = _rng(seed, 1, index)
     start_price = max(0.01, round(math.exp(rng.uniform(*np.log(market.price))), 2))
     annual_vol = rng.uniform(*market.annual_vol)
-    # The sample draws its spreads uniformly; a randomised market spans two orders of magnitude.
+    # The sample draws its spreads uniformly; a randomised market log-uniformly (1 to 60 bps).
     spread_bps = (
         math.exp(rng.uniform(*np.log(market.spread_bps)))
         if market.randomised
@@ -433,10 +432,6 @@ def _symbol_quotes(
         offsets, session_spread = _extended_hours(texture_rng, offsets, duration_ms, texture)
     tick_vol = annual_vol * math.sqrt(duration_ms / 1000 / ticks / _YEAR_SECONDS)
     tick = 0.01 if start_price >= 1 else 0.0001
-    if market.tick_grid:
-        # A market whose price never leaves its tick has no ordinary state a frozen feed could break:
-        # the price moves a tick every few quotes at least.
-        tick_vol = max(tick_vol, MIN_TICKS_PER_QUOTE * tick / start_price)
     if market.shock_dof is None:
         # Capped at 4 sigma: a detector's 6-sigma z-score should fire on injected anomalies only.
         shocks = np.clip(rng.standard_normal(ticks), -_SHOCK_CAP, _SHOCK_CAP)

@@ -49,6 +49,7 @@ from surveillance.models.evaluation import (
     row_labels,
 )
 from surveillance.models.features import FEATURE_COLUMNS, quote_features, with_event_micros
+from surveillance.models.real_evaluation import RealEvaluation, RealMarketData, combined, evaluate_models
 
 log = logging.getLogger(__name__)
 CHALLENGER_ALIAS = "challenger"
@@ -165,6 +166,43 @@ def scoring_throughput(model: Any, rows: pd.DataFrame, repeats: int = 3) -> floa
     return len(rows) / best if best > 0 else float("inf")
 
 
+def load_real_market_data(root: Any = None) -> RealMarketData | None:
+    """The real market data and its features, or None where it is not at hand (a user's clone)."""
+    from surveillance.models.real_markets import find_real_data, load_real_quotes
+
+    found = find_real_data(root)
+    if found is None:
+        return None
+    return RealMarketData.from_quotes(load_real_quotes(found))
+
+
+def fit_detector(
+    name: str, params: dict[str, Any], fit: LabelledSet, calibration: LabelledSet, settings: Settings
+) -> tuple[Detector, Any]:
+    """One detector fitted on ``fit`` with its threshold chosen on ``calibration``, and its MLflow model."""
+    from surveillance.models.pyfunc import AnomalyModel
+
+    detector = build_detector(name, params)
+    detector.fit(fit.rows, fit.row_types, settings.models.seed)
+    if detector.learns_threshold:
+        detector.threshold = choose_threshold(
+            _scorer(calibration, settings),
+            detector.score(calibration.rows),
+            settings.models.evaluation.min_precision,
+        )
+    return detector, AnomalyModel(detector, fit.rows, fit.row_types, settings.models.scoring.top_features)
+
+
+def training_split(settings: Settings) -> tuple[LabelledSet, LabelledSet]:
+    """The training set's symbols split: (fit, calibration)."""
+    train = labelled_set(settings.models.train)
+    symbols = train.symbols()
+    held_out = max(1, round(len(symbols) * settings.models.evaluation.calibration_share))
+    if held_out >= len(symbols):
+        raise ValueError("models.train needs at least 2 symbols: some fit, some choose thresholds")
+    return train.subset(symbols[:-held_out]), train.subset(symbols[-held_out:])
+
+
 def train_and_evaluate(
     name: str,
     params: dict[str, Any],
@@ -174,19 +212,9 @@ def train_and_evaluate(
     settings: Settings,
 ) -> DetectorResult:
     """Fit one detector, choose its threshold on the calibration symbols, evaluate it on each test set."""
-    from surveillance.models.pyfunc import AnomalyModel
-
-    detector = build_detector(name, params)
     started = time.perf_counter()
-    detector.fit(fit.rows, fit.row_types, settings.models.seed)
-    if detector.learns_threshold:
-        detector.threshold = choose_threshold(
-            _scorer(calibration, settings),
-            detector.score(calibration.rows),
-            settings.models.evaluation.min_precision,
-        )
+    detector, model = fit_detector(name, params, fit, calibration, settings)
     fit_seconds = time.perf_counter() - started
-    model = AnomalyModel(detector, fit.rows, fit.row_types, settings.models.scoring.top_features)
     evaluations = {set_name: evaluate_model(model, test, settings) for set_name, test in tests.items()}
     return DetectorResult(
         name,
@@ -225,6 +253,8 @@ class Comparison:
     experiment_id: str
     parent_run_id: str
     tracking_uri: str
+    real: RealEvaluation | None = None  # where real market data is at hand (models/real_markets.py)
+    selection_metric: str = "f1"
 
     def table(self) -> pd.DataFrame:
         """One row per detector, test set and anomaly type (and 'all'): precision, recall, F1, PR-AUC,
@@ -245,8 +275,11 @@ def _metric_key(kind: str, metric: str, test_set: str = IN_DISTRIBUTION) -> str:
     return name if test_set == IN_DISTRIBUTION else f"ood_{name}"
 
 
-def _log_detector_run(result: DetectorResult, settings: Settings, test: LabelledSet) -> str:
-    """Log one detector as a nested run: params, metrics, PR curve and recall charts, the model.
+def _log_detector_run(
+    result: DetectorResult, settings: Settings, test: LabelledSet, real: dict[str, Any] | None = None
+) -> str:
+    """Log one detector as a nested run: params, metrics (and ``real``: its real-data row), PR curve and
+    recall charts, the model.
 
     Returns the logged model's URI (what the registry registers).
     """
@@ -287,6 +320,9 @@ def _log_detector_run(result: DetectorResult, settings: Settings, test: Labelled
                 recall_by_type_figure(f"{result.name} ({test_set})", evaluation.table),
                 f"recall_by_type{suffix}.html",
             )
+        for key in ("alerts_per_1000", "episodes_per_1000", "move_recall"):
+            if real is not None and np.isfinite(real[key]):
+                metrics[f"real_{key}"] = float(real[key])
         mlflow.log_metrics(metrics)
         mlflow.log_text(result.table.to_csv(index=False), "metrics_by_type.csv")
         example = test.rows[list(FEATURE_COLUMNS)].head(20)
@@ -404,13 +440,9 @@ def compare_detectors(
         else mlflow.create_experiment(models.experiment, artifact_location=location.artifact_location)
     )
     on_progress("generating the train and test sets and their features")
-    train, test = labelled_set(models.train), labelled_set(models.test)
+    fit, calibration = training_split(settings)
+    test = labelled_set(models.test)
     tests = {IN_DISTRIBUTION: test, OUT_OF_DISTRIBUTION: labelled_set(models.out_of_distribution)}
-    symbols = train.symbols()
-    held_out = max(1, round(len(symbols) * models.evaluation.calibration_share))
-    if held_out >= len(symbols):
-        raise ValueError("models.train needs at least 2 symbols: some fit, some choose thresholds")
-    fit, calibration = train.subset(symbols[:-held_out]), train.subset(symbols[-held_out:])
 
     started = dt.datetime.now(dt.UTC)
     # Child runs (one per detector) go where the active experiment is: make it this one.
@@ -424,10 +456,10 @@ def compare_detectors(
                 "train": json.dumps(models.train.model_dump()),
                 "test": json.dumps(models.test.model_dump()),
                 "out_of_distribution": json.dumps(models.out_of_distribution.model_dump()),
-                "fit_symbols": ",".join(symbols[:-held_out]),
-                "calibration_symbols": ",".join(symbols[-held_out:]),
+                "fit_symbols": ",".join(fit.symbols()),
+                "calibration_symbols": ",".join(calibration.symbols()),
                 "test_symbols": ",".join(test.symbols()),
-                "train_rows": len(train.rows),
+                "train_rows": len(fit.rows) + len(calibration.rows),
                 "test_rows": len(test.rows),
                 "test_events": len(test.labels),
                 "ood_symbols": ",".join(tests[OUT_OF_DISTRIBUTION].symbols()),
@@ -437,21 +469,38 @@ def compare_detectors(
                 **{f"evaluation.{k}": v for k, v in models.evaluation.model_dump().items()},
             }
         )
+        real_data = load_real_market_data()
         results: list[DetectorResult] = []
         model_uris: dict[str, str] = {}
+        real_rows: list[RealEvaluation] = []
         for name, params in models.detectors.items():
             on_progress(f"training and evaluating {name}")
             result = train_and_evaluate(name, params, fit, calibration, tests, settings)
             results.append(result)
-            model_uris[name] = _log_detector_run(result, settings, test)
+            real_row = None
+            if real_data is not None:
+                real_rows.append(
+                    evaluate_models({name: result.model}, real_data, models.evaluation.merge_gap_seconds)
+                )
+                real_row = real_rows[-1].table.iloc[0].to_dict()
+            model_uris[name] = _log_detector_run(result, settings, test, real_row)
         metric = models.selection_metric
         best = max(results, key=lambda result: np.nan_to_num(result.score(metric), nan=-1.0))
         on_progress(f"registering {best.name} and deciding the champion")
         decision = _promote(settings, best, model_uris[best.name], tests)
         comparison = Comparison(
-            results, best, decision, experiment_id, parent.info.run_id, location.tracking_uri
+            results,
+            best,
+            decision,
+            experiment_id,
+            parent.info.run_id,
+            location.tracking_uri,
+            combined(*real_rows) if real_rows else None,
+            metric,
         )
         mlflow.log_text(comparison.table().to_csv(index=False), "comparison.csv")
+        if comparison.real is not None:
+            mlflow.log_dict(comparison.real.as_dict(), "real_data.json")
         for test_set in tests:
             suffix = "" if test_set == IN_DISTRIBUTION else "_ood"
             curves = {r.name: r.evaluations[test_set].curve for r in results}

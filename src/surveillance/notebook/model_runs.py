@@ -30,6 +30,11 @@ DETECTOR_COLUMNS = {
     "metrics.recall": "recall",
     "metrics.f1": "f1",
     "metrics.pr_auc": "pr_auc",
+    "metrics.ood_precision": "ood_precision",
+    "metrics.ood_recall": "ood_recall",
+    "metrics.ood_f1": "ood_f1",
+    "metrics.selection_score": "selection_score",
+    "metrics.real_alerts_per_1000": "real_alerts_per_1000",
     "metrics.rows_per_second": "rows_per_second",
     "params.threshold": "threshold",
     "run_id": "run_id",
@@ -68,7 +73,9 @@ def split_runs(runs: pd.DataFrame) -> ComparisonRuns:
     comparisons = _columns(parents, COMPARISON_COLUMNS).reset_index(drop=True)
     latest = comparisons.iloc[0]["run_id"] if not comparisons.empty else None
     children = ordered[parent_ids.loc[ordered.index] == latest]
-    detectors = _columns(children, DETECTOR_COLUMNS).sort_values("f1", ascending=False, ignore_index=True)
+    # Best first by what selection used (the worse of the two test sets); runs older than it by F1.
+    order = "selection_score" if children.get("metrics.selection_score", pd.Series()).notna().any() else "f1"
+    detectors = _columns(children, DETECTOR_COLUMNS).sort_values(order, ascending=False, ignore_index=True)
     return ComparisonRuns(comparisons, detectors)
 
 
@@ -95,10 +102,19 @@ def logged_figure_html(settings: Settings, run_id: str, artifact: str = "pr_curv
 
 
 def comparison_figures(comparison: Comparison) -> list[go.Figure]:
-    """Every detector's PR curve on one chart, then the best detector's PR curves and recall per type."""
+    """Every detector's PR curve on one chart, per test set; then the best detector's PR curves and recall
+    per type, per test set (in-distribution first, then out-of-distribution)."""
+    from surveillance.models.compare import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION
+
     best = comparison.best
-    return [
-        comparison_figure({result.name: result.curve for result in comparison.results}),
-        pr_curve_figure(best.name, best.curve, best.detector.threshold),
-        recall_by_type_figure(best.name, best.table),
-    ]
+    figures = []
+    for test_set in (IN_DISTRIBUTION, OUT_OF_DISTRIBUTION):
+        curves = {result.name: result.evaluations[test_set].curve for result in comparison.results}
+        figures.append(comparison_figure(curves))
+    for test_set in (IN_DISTRIBUTION, OUT_OF_DISTRIBUTION):
+        evaluation = best.evaluations[test_set]
+        figures.append(
+            pr_curve_figure(f"{best.name} ({test_set})", evaluation.curve, best.detector.threshold)
+        )
+        figures.append(recall_by_type_figure(f"{best.name} ({test_set})", evaluation.table))
+    return figures
