@@ -93,6 +93,14 @@ def _same(left: pd.DataFrame, right: pd.DataFrame, name: str) -> None:
     pd.testing.assert_frame_equal(left, right[left.columns], check_dtype=False, obj=name)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_real_market_data() -> Iterator[None]:
+    """Small comparisons: the real-data evaluation is the quality gate's (test_model_quality_gate)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SURVEIL_REAL_DATA", "/nonexistent/realdata")
+        yield
+
+
 def test_the_stream_and_a_backfill_on_a_standalone_cluster_equal_the_local_run(
     pipeline: Pipeline, cluster: LocalSparkCluster, tmp_path: Path
 ) -> None:
@@ -105,6 +113,9 @@ def test_the_stream_and_a_backfill_on_a_standalone_cluster_equal_the_local_run(
         "models.test.symbols=2",
         "models.test.first_symbol=3",
         "models.test.minutes=40",
+        "models.out_of_distribution.symbols=3",
+        "models.out_of_distribution.minutes=40",
+        "models.evaluation.min_precision=0",
     ]
     local = pipeline.settings.with_overrides(*models, "stream.max_offsets_per_trigger=2500")
     Path(mlflow_location(local).sqlite_file).parent.mkdir(parents=True)

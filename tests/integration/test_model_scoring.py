@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +30,20 @@ SMALL_MODELS = [
     "models.test.symbols=2",
     "models.test.first_symbol=4",
     "models.test.minutes=60",
+    "models.out_of_distribution.symbols=3",
+    "models.out_of_distribution.minutes=60",
+    "models.evaluation.min_precision=0",
     "models.scoring.reload_interval=1 second",
     "stream.trigger_interval=1 second",
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_real_market_data() -> Iterator[None]:
+    """Small comparisons: the real-data evaluation is the quality gate's (test_model_quality_gate)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SURVEIL_REAL_DATA", "/nonexistent/realdata")
+        yield
 
 
 def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -39,6 +39,9 @@ FAST = (
     "models.test.symbols=2",
     "models.test.first_symbol=4",
     "models.test.minutes=30",
+    "models.out_of_distribution.symbols=3",
+    "models.out_of_distribution.minutes=30",
+    "models.evaluation.min_precision=0",
     "models.detectors.gradient_boosting.max_iter=20",
     "models.detectors.isolation_forest.n_estimators=50",
 )
@@ -69,6 +72,14 @@ def overrides_for(pipeline: Settings, state_dir: Path) -> list[str]:
         *bars_suite_off,  # as in the other pipeline tests: seconds per micro-batch on two cores
         *FAST,
     ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_real_market_data() -> Iterator[None]:
+    """Small comparisons: the real-data evaluation is the quality gate's (test_model_quality_gate)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SURVEIL_REAL_DATA", "/nonexistent/realdata")
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import pytest
 from deltalake import DeltaTable
 from kafka import KafkaConsumer
@@ -78,6 +79,18 @@ def test_dirty_replay_end_to_end(
     assert set(labels[labels.anomaly_type == "volume_spike"].event_id) <= spikes
     evidence = json.loads(jumps.iloc[0].details)
     assert {"previous_price", "previous_event_id", "return", "dq_warnings"} <= set(evidence)
+
+    # Every alert belongs to an episode: one symbol's alerts, each within the merge gap of the one before;
+    # a longer pause between two of a symbol's alerts starts a new episode.
+    gap = pd.Timedelta(seconds=pipeline.settings.models.evaluation.merge_gap_seconds)
+    assert alerts.episode_id.notna().all()
+    for _, episode in alerts.groupby("episode_id"):
+        assert episode.symbol.nunique() == 1
+        assert (episode.event_time.sort_values().diff().dropna() <= gap).all()
+    ordered = alerts.sort_values(["symbol", "event_time"])
+    for _, alerts_of_symbol in ordered.groupby("symbol"):
+        pauses = alerts_of_symbol.event_time.diff() > gap
+        assert (alerts_of_symbol.episode_id != alerts_of_symbol.episode_id.shift())[pauses].all()
     assert (jumps.confidence == "high").all()  # no book fault sits near an anomaly
 
     # Book faults flow on, flagged by the warn expectations; late quotes are also out of order.
@@ -122,9 +135,12 @@ def test_dirty_replay_end_to_end(
         consumer_timeout_ms=5000,
         **pipeline.settings.kafka.client_options(),
     )
-    published = {json.loads(m.value)["alert_id"] for m in consumer}
+    records = [json.loads(m.value) for m in consumer]
     consumer.close()
-    assert published == set(alerts.alert_id)
+    assert {record["alert_id"] for record in records} == set(alerts.alert_id)
+    # The topic's records carry the same episode as the table's rows.
+    episodes = dict(zip(alerts.alert_id, alerts.episode_id, strict=True))
+    assert all(record["episode_id"] == episodes[record["alert_id"]] for record in records)
 
     # The tables are standard Delta: delta-rs reads the same rows without Spark.
     for name in PUBLIC_TABLES:

@@ -15,7 +15,7 @@ from surveillance.sinks.alerts_table import (
     recover_alert_rows,
     rows_from_topic,
 )
-from surveillance.sinks.kafka_alerts import kafka_record_columns
+from surveillance.sinks.kafka_alerts import kafka_record_columns, with_episode
 
 
 def _record(alert_id: str, stream: str | None, batch: int | None) -> TopicAlert:
@@ -62,10 +62,13 @@ def test_a_row_read_back_from_the_topic_equals_the_row_appended(spark: SparkSess
         "source_kafka_timestamp": moment + dt.timedelta(microseconds=999),
         "stream_id": "s1",
         "batch_id": 4,
+        "episode_id": "ep1",
     }
     appended = spark.createDataFrame([tuple(row[name] for name in ALERTS.schema.fieldNames())], ALERTS.schema)
-    key, value = kafka_record_columns(appended)
-    sent = appended.select(value.alias("value")).first()["value"]
+    # The detection query builds the record before the batch's episodes are known, then adds its episode.
+    computed = appended.withColumn("episode_id", F.lit(None).cast("string"))
+    key, value = kafka_record_columns(computed)
+    sent = with_episode(computed.select(value.alias("value")).first()["value"], "ep1")
     recovered = rows_from_topic(spark, [TopicAlert("a1", "s1", 4, sent)])
     assert recovered.schema == ALERTS.schema
     assert recovered.collect() == appended.collect()

@@ -1,4 +1,5 @@
-"""What the lakehouse holds after a run: counts per layer, quarantine reasons, alerts by rule and symbol."""
+"""What the lakehouse holds after a run: counts per layer, quarantine reasons, alerts by rule and symbol, and
+the alert episodes (what an analyst reviews: consecutive alerts of a symbol, see detection/episodes.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pyspark.sql import functions as F
 from rich.console import Console
 from rich.table import Table
 
+from surveillance.detection.episodes import alert_episodes
 from surveillance.lakehouse import PUBLIC_TABLES, read_table
 
 
@@ -26,6 +28,12 @@ class LakehouseSummary:
     alerts_by_rule_symbol: list[dict[str, Any]]
     top_alerts: list[dict[str, Any]] = field(default_factory=list)
     late_rows: int = 0
+    episodes_by_symbol: dict[str, int] = field(default_factory=dict)
+    top_episodes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def episodes(self) -> int:
+        return sum(self.episodes_by_symbol.values())
 
 
 def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> LakehouseSummary:
@@ -51,6 +59,16 @@ def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> 
         )
     )
     late = read_table(spark, locations["silver_quotes"]).where("is_late").count()
+    episodes = alert_episodes(spark, locations["alerts"])
+    by_symbol = episodes.groupBy("symbol").count()
+    top_episodes = episodes.orderBy(
+        F.when(F.col("peak_severity") == "high", 3)
+        .when(F.col("peak_severity") == "medium", 2)
+        .otherwise(1)
+        .desc(),
+        F.desc("peak_score_ratio"),
+        "episode_id",
+    ).limit(top)
     return LakehouseSummary(
         layer_counts=counts,
         quarantine_by_reason={r["reason"]: r["count"] for r in quarantine.orderBy(F.desc("count")).collect()},
@@ -58,6 +76,8 @@ def summarize(spark: SparkSession, locations: dict[str, str], top: int = 10) -> 
         alerts_by_rule_symbol=[r.asDict() for r in by_rule_symbol.collect()],
         top_alerts=[r.asDict() for r in top_alerts.collect()],
         late_rows=late,
+        episodes_by_symbol={r["symbol"]: r["count"] for r in by_symbol.collect()},
+        top_episodes=[r.asDict() for r in top_episodes.collect()],
     )
 
 
@@ -93,7 +113,31 @@ def print_summary(summary: LakehouseSummary, console: Console | None = None) -> 
     for rule, total in summary.alerts_by_rule.items():
         cells = {row["symbol"]: row["count"] for row in summary.alerts_by_rule_symbol if row["rule"] == rule}
         matrix.add_row(rule, *[str(cells.get(symbol, 0)) for symbol in symbols], str(total))
+    episodes = summary.episodes_by_symbol
+    matrix.add_row(
+        "episodes (to review)",
+        *[str(episodes.get(symbol, 0)) for symbol in symbols],
+        str(summary.episodes),
+        style="bold",
+    )
     console.print(matrix)
+
+    if summary.top_episodes:
+        reviewed = Table(title="Top alert episodes (consecutive alerts of a symbol: one event to review)")
+        for column in ("severity", "symbol", "start", "end", "rules", "quotes", "alerts", "peak score"):
+            reviewed.add_column(column, overflow="fold")
+        for episode in summary.top_episodes:
+            reviewed.add_row(
+                episode["peak_severity"],
+                episode["symbol"],
+                str(episode["start_time"]),
+                str(episode["end_time"]),
+                ", ".join(episode["rules"]),
+                str(episode["quote_count"]),
+                str(episode["alert_count"]),
+                f"{episode['peak_score_ratio']:.3g}x threshold",
+            )
+        console.print(reviewed)
 
     top = Table(title="Top alerts and their evidence")
     for column in ("severity", "confidence", "rule", "symbol", "event_time", "event_id", "score", "evidence"):
