@@ -15,6 +15,7 @@ from surveillance.detection.episodes import (
     OpenEpisode,
     alert_episodes,
     assign_episodes,
+    ensure_episodes_view,
     episode_id,
     open_episodes_from,
     read_open_episodes,
@@ -155,3 +156,19 @@ def test_the_alert_episodes_view_and_the_open_episodes_of_a_table(
     assert read_open_episodes(spark, location, until_micros=T0 + 50_000_000)["A"].episode_id == episode_id(
         "A", "a1"
     )
+
+
+def test_with_named_tables_the_view_lives_beside_the_alerts_table(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    found = alerts(("A", 0, "a1"), ("A", 20, "a2"), ("B", 5, "b1"))
+    ids, _ = assign_episodes(found, {}, GAP)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS episodes_test LOCATION '{tmp_path}/db'")
+    try:
+        _alert_rows(spark, found, list(ids)).write.format("delta").saveAsTable("episodes_test.alerts")
+        assert ensure_episodes_view(spark, "episodes_test.alerts") == "episodes_test.alert_episodes"
+        rows = spark.table("episodes_test.alert_episodes").orderBy("symbol").collect()
+        assert [(row.symbol, row.alert_count) for row in rows] == [("A", 2), ("B", 1)]
+        assert ensure_episodes_view(spark, str(tmp_path / "alerts")) is None  # a path: read, not a view
+    finally:
+        spark.sql("DROP DATABASE IF EXISTS episodes_test CASCADE")

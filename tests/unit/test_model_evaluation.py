@@ -10,6 +10,7 @@ from surveillance.models.evaluation import (
     OVERALL,
     EventScorer,
     best_f1_threshold,
+    choose_threshold,
     metrics_table,
     pr_curve,
     row_labels,
@@ -109,3 +110,25 @@ def test_metrics_table_has_a_row_per_type_and_overall() -> None:
     assert table.anomaly_type.tolist() == [OVERALL, "flash_crash", "spread_blowout", "stale_feed"]
     assert table.f1.tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0])
     assert table.labelled_events.tolist() == [3, 1, 1, 1]
+
+
+def test_the_threshold_keeps_the_precision_asked_for_and_takes_the_most_recall_it_allows() -> None:
+    # Scores: the three labelled spans at 0.9, 0.8 and 0.5; two ordinary stretches at 0.7 and 0.6.
+    scores = np.zeros(len(ROWS))
+    scores[100:160] = 0.9  # AAA flash crash
+    scores[600 + 200 : 600 + 210] = 0.8  # BBB blowout
+    scores[300:305] = 0.7  # AAA, nothing labelled: a false event
+    scores[600 + 500 : 600 + 505] = 0.6  # BBB, another false event
+    scores[400:450] = 0.5  # AAA stale feed
+    at_best_f1 = best_f1_threshold(scorer(), scores)
+    strict = choose_threshold(scorer(), scores, min_precision=1.0)
+    assert scorer().count(scores > strict).recall() == pytest.approx(2 / 3)  # both false events kept out
+    assert scorer().count(scores > strict).false == 0
+    assert strict >= 0.7
+    # Precision 0.6 allows both false events, and all three spans with them: the loosest threshold there.
+    loose = choose_threshold(scorer(), scores, min_precision=0.6)
+    assert scorer().count(scores > loose).recall() == 1.0 and loose < 0.5
+    # 0 means the best F1; an unreachable precision falls back to it too.
+    assert choose_threshold(scorer(), scores, 0.0) == at_best_f1
+    scores[300:305] = 0.95  # a false event above every labelled span: precision 1 is out of reach
+    assert choose_threshold(scorer(), scores, 1.0) == best_f1_threshold(scorer(), scores)

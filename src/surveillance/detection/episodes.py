@@ -33,7 +33,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from surveillance.lakehouse import read_table, table_sql
+from surveillance.lakehouse import is_table_name, read_table, table_sql
 
 
 @dataclass(frozen=True)
@@ -167,3 +167,22 @@ GROUP BY coalesce(episode_id, alert_id)
 def alert_episodes(spark: SparkSession, alerts_location: str) -> DataFrame:
     """The ``alert_episodes`` view: one row per episode of the alerts table."""
     return spark.sql(EPISODES_SQL.format(alerts=table_sql(alerts_location)))
+
+
+def episodes_view_name(alerts_location: str) -> str | None:
+    """Where the view is created: beside an alerts table named in a metastore or Unity Catalog
+    (``catalog.schema.alert_episodes``); None for path-based tables, which read it with
+    :func:`alert_episodes`."""
+    if not is_table_name(alerts_location):
+        return None
+    return ".".join([*alerts_location.split(".")[:-1], "alert_episodes"])
+
+
+def ensure_episodes_view(spark: SparkSession, alerts_location: str) -> str | None:
+    """Create (or replace) the ``alert_episodes`` view where tables have names; its name, or None."""
+    name = episodes_view_name(alerts_location)
+    if name is not None:
+        spark.sql(
+            f"CREATE OR REPLACE VIEW {name} AS {EPISODES_SQL.format(alerts=table_sql(alerts_location))}"
+        )
+    return name

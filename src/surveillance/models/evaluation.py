@@ -199,7 +199,7 @@ def choose_threshold(scorer: EventScorer, scores: np.ndarray, min_precision: flo
     """
     curve = pr_curve(scorer, scores)
     p, r = curve.precision[OVERALL], curve.recall[OVERALL]
-    allowed = p >= min_precision
+    allowed = (p >= min_precision) & (np.nan_to_num(r) > 0)  # flagging nothing is not an answer
     if min_precision <= 0 or not allowed.any():
         return best_f1_threshold(scorer, scores, curve)
     recall = np.where(allowed, np.nan_to_num(r), -1.0)

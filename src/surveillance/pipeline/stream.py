@@ -32,6 +32,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
 from surveillance.config import Settings, interval_seconds, resolve_local_path
+from surveillance.detection.episodes import ensure_episodes_view
 from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
 from surveillance.pipeline.batch_errors import reporting_batch_errors
 from surveillance.pipeline.detection import AlertBatchWriter, checkpoint_query_id, start_detection
@@ -575,7 +576,10 @@ def start_stream(spark: SparkSession, settings: Settings, once: bool = False) ->
 
     The detection query starts first, in the ``detection`` FAIR pool; the lakehouse query in its own.
     """
-    ensure_tables(spark, table_locations(settings), tables_written(settings))
+    locations, written = table_locations(settings), tables_written(settings)
+    ensure_tables(spark, locations, written)
+    if "alerts" in written:
+        ensure_episodes_view(spark, locations["alerts"])
     detection, detection_writer = None, None
     if settings.detection.enabled:
         records = read_quotes(spark, settings, settings.detection.max_offsets_per_trigger)
