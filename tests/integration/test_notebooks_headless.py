@@ -194,7 +194,9 @@ def test_model_notebook_logs_runs_and_registers_a_champion(notebooks: NotebookRu
     runs = run.namespace["runs"]
     assert runs.latest_run_id == comparison.parent_run_id
     assert sorted(runs.detectors.detector) == sorted(notebooks.settings.models.detectors)
-    assert len(figure_names(run)) == 3 and figure_names(run)[0].startswith("01_detectors_compared")
+    # Per test set (in-distribution, out-of-distribution): every detector's PR curves, then the best's PR
+    # curve and recall by type.
+    assert len(figure_names(run)) == 6 and figure_names(run)[0].startswith("01_detectors_compared")
 
 
 def test_model_notebook_only_shows_when_told_not_to_compare(

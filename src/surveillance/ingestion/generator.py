@@ -592,6 +592,40 @@ def _stuffed_messages(rng: np.random.Generator, frame: pd.DataFrame, tick: int, 
     )
 
 
+def checked_arguments(
+    symbols: int, minutes: int, seed: int, first_symbol: int, anomaly_types: Sequence[str]
+) -> tuple[str, ...]:
+    """A generator's arguments checked, with clear messages; the anomaly types asked for, once each."""
+    if symbols < 1 or minutes < 1:
+        raise ValueError("symbols and minutes must both be at least 1")
+    if seed < 0 or first_symbol < 0:
+        raise ValueError("seed and first_symbol must be non-negative integers")
+    if isinstance(anomaly_types, str):  # one name, not its letters
+        anomaly_types = (anomaly_types,)
+    unknown = sorted(set(anomaly_types) - set(ANOMALY_TYPES))
+    if unknown:
+        raise ValueError(f"unknown anomaly types {unknown}; known: {', '.join(ANOMALY_TYPES)}")
+    return tuple(dict.fromkeys(anomaly_types))  # a type named twice is still placed once per slot
+
+
+def in_event_time_order(
+    frames: list[pd.DataFrame], label_rows: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The symbols' quotes and labels as one frame each, in event-time order (then symbol)."""
+    quotes = pd.concat(frames, ignore_index=True)
+    quotes = quotes.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
+    labels = pd.DataFrame(label_rows, columns=LABEL_COLUMNS)
+    labels = labels.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
+    return quotes, labels
+
+
+def start_millis(start: datetime | None) -> int:
+    """Milliseconds since the epoch of ``start`` (naive: UTC; None: DEFAULT_START)."""
+    start = start or DEFAULT_START
+    start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+    return round(start.timestamp() * 1000)
+
+
 def generate_quotes(
     symbols: int = 8,
     minutes: int = 60,
@@ -615,22 +649,14 @@ def generate_quotes(
     place in the list. ``market``: where each symbol's parameters are drawn from (:class:`MarketRanges`;
     with a tick-rate range, each symbol quotes at its own rate around ``ticks_per_minute``).
     """
-    if symbols < 1 or minutes < 1 or ticks_per_minute < 1:
+    if ticks_per_minute < 1:
         raise ValueError("symbols, minutes and ticks_per_minute must all be at least 1")
-    if seed < 0 or first_symbol < 0:
-        raise ValueError("seed and first_symbol must be non-negative integers")
-    if isinstance(anomaly_types, str):  # one name, not its letters
-        anomaly_types = (anomaly_types,)
-    unknown = sorted(set(anomaly_types) - set(ANOMALY_TYPES))
-    if unknown:
-        raise ValueError(f"unknown anomaly types {unknown}; known: {', '.join(ANOMALY_TYPES)}")
-    start = start or DEFAULT_START
-    start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
-    start_ms = round(start.timestamp() * 1000)
+    anomaly_types = checked_arguments(symbols, minutes, seed, first_symbol, anomaly_types)
+    start_ms = start_millis(start)
     duration_ms = minutes * 60_000
     ticks = minutes * ticks_per_minute
 
-    requested = tuple(dict.fromkeys(anomaly_types))  # a type named twice is still placed once per slot
+    requested = anomaly_types
     frames, label_rows = [], []
     kinds = requested if inject_anomalies else ()
     for index, symbol in enumerate(_tickers(first_symbol + symbols)):
@@ -643,11 +669,7 @@ def generate_quotes(
         frame, labels = _symbol_quotes(seed, index, symbol, start_ms, duration_ms, own_ticks, kinds, market)
         frames.append(frame)
         label_rows.extend(labels)
-    quotes = pd.concat(frames, ignore_index=True)
-    quotes = quotes.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
-    labels = pd.DataFrame(label_rows, columns=LABEL_COLUMNS)
-    labels = labels.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
-
+    quotes, labels = in_event_time_order(frames, label_rows)
     if dirty:
         quotes, faults = _book_faults(quotes, labels, seed)
         raw_lines, manifest = _dirty_lines(quotes, labels, seed, start_ms, duration_ms, faults)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import accumulate
 from typing import Any
 
@@ -49,10 +49,11 @@ import pandas as pd
 from surveillance.ingestion.contract import QUOTE_FIELDS, quote_to_json
 from surveillance.ingestion.generator import (
     ANOMALY_TYPES,
-    DEFAULT_START,
-    LABEL_COLUMNS,
     TICKERS,
     GeneratedQuotes,
+    checked_arguments,
+    in_event_time_order,
+    start_millis,
 )
 
 # Names of their own (none is one of the generator's TICKERS), so OOD and training symbols never mix.
@@ -566,28 +567,14 @@ def generate_ood_quotes(
     injected anomaly of ``anomaly_types`` (:data:`LABEL_COLUMNS`; empty for no types), the contract JSON
     lines, no dirty lines. Symbols are :data:`OOD_TICKERS` from ``first_symbol`` on.
     """
-    if symbols < 1 or minutes < 1:
-        raise ValueError("symbols and minutes must both be at least 1")
-    if seed < 0 or first_symbol < 0:
-        raise ValueError("seed and first_symbol must be non-negative integers")
-    if isinstance(anomaly_types, str):  # one name, not its letters
-        anomaly_types = (anomaly_types,)
-    unknown = sorted(set(anomaly_types) - set(ANOMALY_TYPES))
-    if unknown:
-        raise ValueError(f"unknown anomaly types {unknown}; known: {', '.join(ANOMALY_TYPES)}")
-    requested = tuple(dict.fromkeys(anomaly_types))
-    start = start or DEFAULT_START
-    start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
-    start_ms = round(start.timestamp() * 1000)
+    requested = checked_arguments(symbols, minutes, seed, first_symbol, anomaly_types)
+    start_ms = start_millis(start)
 
     frames, label_rows = [], []
     for index, symbol in enumerate(ood_symbols(symbols, first_symbol), start=first_symbol):
         frame, labels = _simulate_symbol(seed, index, symbol, start_ms, minutes * 60_000, requested)
         frames.append(frame)
         label_rows.extend(labels)
-    quotes = pd.concat(frames, ignore_index=True)
-    quotes = quotes.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
-    labels = pd.DataFrame(label_rows, columns=LABEL_COLUMNS)
-    labels = labels.sort_values(["event_time", "symbol"], kind="mergesort", ignore_index=True)
+    quotes, labels = in_event_time_order(frames, label_rows)
     raw_lines = [quote_to_json(record) for record in quotes[list(QUOTE_FIELDS)].to_dict("records")]
     return GeneratedQuotes(quotes, labels, raw_lines, dirty=False, anomaly_types=requested)

@@ -392,18 +392,21 @@ def _binance_instruments(root: Path) -> Iterator[_Instrument]:
         item = _Instrument(symbol, path.relative_to(root).parts[0], "1m bars", files=[path])
         bars = pd.read_csv(path, usecols=["open_time", "close", "volume"])
         opens = pd.to_datetime(bars["open_time"], utc=True, format="ISO8601")
-        item.add(
-            pd.DataFrame(
-                {
-                    "event_time": opens + MINUTE,
-                    "price": bars["close"].astype(float),
-                    "volume": _whole(bars["volume"] * MILLI_UNITS),
-                    "bid": np.nan,
-                    "ask": np.nan,
-                }
-            )
-        )
+        item.add(_without_book(opens + MINUTE, bars["close"], _whole(bars["volume"] * MILLI_UNITS)))
         yield item
+
+
+def _without_book(event_time: pd.Series, price: pd.Series, volume: pd.Series) -> pd.DataFrame:
+    """Records of a source with trades or bars but no bid and ask."""
+    return pd.DataFrame(
+        {
+            "event_time": event_time,
+            "price": price.astype(float),
+            "volume": volume,
+            "bid": np.nan,
+            "ask": np.nan,
+        }
+    )
 
 
 def _bitstamp_instruments(root: Path) -> Iterator[_Instrument]:
@@ -413,17 +416,8 @@ def _bitstamp_instruments(root: Path) -> Iterator[_Instrument]:
             continue
         item = _Instrument(symbol, "pyalgotrade", "trades", files=[path])
         trades = pd.read_csv(path, header=None, names=["seconds", "price", "amount"])
-        item.add(
-            pd.DataFrame(
-                {
-                    "event_time": pd.to_datetime(trades["seconds"], unit="s", utc=True),
-                    "price": trades["price"].astype(float),
-                    "volume": _whole(trades["amount"] * MILLI_UNITS),
-                    "bid": np.nan,
-                    "ask": np.nan,
-                }
-            )
-        )
+        times = pd.to_datetime(trades["seconds"], unit="s", utc=True)
+        item.add(_without_book(times, trades["price"], _whole(trades["amount"] * MILLI_UNITS)))
         yield item
 
 
