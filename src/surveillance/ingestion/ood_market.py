@@ -1,11 +1,12 @@
 """An independent synthetic market: an out-of-distribution (OOD) test set for the anomaly detectors.
 
-The detectors are trained on :mod:`surveillance.ingestion.generator` (geometric Brownian motion in trade time,
-uniform arrivals, a U-shaped volume profile, prices of 15-450). A test set drawn from that same model only
-shows how well a detector learnt the generator; this module draws quotes from a different market model,
-with its own code for every step, so a detector that merely memorised the generator's quirks shows it.
-It imports only the shared vocabulary (anomaly type names, label columns, the result container, the default
-start) and the contract serialiser, never the generator's market or injection functions.
+The detectors are trained on :mod:`surveillance.ingestion.generator` (geometric Brownian motion in trade
+time with per-symbol randomised levels, rates, spreads and volumes, a U-shaped volume profile). A test set
+drawn from that same model only shows how well a detector learnt the generator; this module draws quotes
+from a different market model, with its own code for every step, so a detector that merely memorised the
+generator's quirks shows it. It imports only the shared vocabulary (anomaly type names, label columns, the
+result container), the argument checks and final ordering every generator shares, and the contract
+serialiser, never the generator's market or injection functions.
 
 Model, per symbol (parameters drawn once from the symbol's own random streams):
 
