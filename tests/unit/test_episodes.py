@@ -156,6 +156,11 @@ def test_the_alert_episodes_view_and_the_open_episodes_of_a_table(
     assert read_open_episodes(spark, location, until_micros=T0 + 50_000_000)["A"].episode_id == episode_id(
         "A", "a1"
     )
+    # A restarting query whose last committed batch is 0 leaves out what its batch 1 appended: batch 1
+    # runs again and must find the episodes as it first did. Another query's alerts stay.
+    assert read_open_episodes(spark, location, committed=("s", 0)) == {}
+    assert read_open_episodes(spark, location, committed=("s", 1)) == open_
+    assert read_open_episodes(spark, location, committed=("another", 0)) == open_
 
 
 def test_with_named_tables_the_view_lives_beside_the_alerts_table(

@@ -41,6 +41,15 @@ CASES = [
     ("not json", "invalid_json"),
     ('{"event_id":"x","price":NaN}', "invalid_json"),
     ('{"event_id":"a","event_id":"b"}', "invalid_json"),
+    # Trailing content after a complete value (Spark's parser would stop at the value and accept it).
+    ('{"event_id":"e9","symbol":"ACME"} x', "invalid_json"),
+    ('{"event_id":"e9","symbol":"ACME"}}', "invalid_json"),
+    ('{"event_id":"e9","symbol":"ACME"}, 5', "invalid_json"),
+    ('{"event_id":"e9","symbol":"ACME"}],[0', "invalid_json"),
+    ('{"event_id":"e9","symbol":"ACME"},0],[0', "invalid_json"),
+    ("0 P\x10", "invalid_json"),
+    ("1 2", "invalid_json"),
+    ('{"event_id":"e9","symbol":"ACME"}  \n', None),  # trailing whitespace is JSON
     ("[1, 2]", "not_an_object"),
     # Absent fields and out-of-range values pass the contract: the expectation suite judges them (see
     # test_quality.py), so a rule lives in one place with its name and severity.

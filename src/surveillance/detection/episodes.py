@@ -105,13 +105,20 @@ def read_open_episodes(
     alerts_location: str,
     since_micros: int | None = None,
     until_micros: int | None = None,
+    committed: tuple[str, int] | None = None,
 ) -> dict[str, OpenEpisode]:
     """Each symbol's latest episode in the alerts table (one aggregate, at start, never per batch).
 
     ``since_micros``, ``until_micros``: only alerts in [since, until) of event time (a backfill: the merge
-    gap before its range).
+    gap before its range). ``committed``: (stream id, last committed batch) of a restarting query: alerts
+    its later batches appended are left out, since those batches run again and must find the episodes as
+    they first did.
     """
     alerts = read_table(spark, alerts_location).where(F.col("episode_id").isNotNull())
+    if committed is not None:
+        stream_id, batch_id = committed
+        replayed = (F.col("stream_id") == stream_id) & (F.col("batch_id") > batch_id)
+        alerts = alerts.where(~F.coalesce(replayed, F.lit(False)))
     if since_micros is not None:
         alerts = alerts.where(F.unix_micros("event_time") >= since_micros)
     if until_micros is not None:

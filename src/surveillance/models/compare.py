@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -166,7 +167,7 @@ def scoring_throughput(model: Any, rows: pd.DataFrame, repeats: int = 3) -> floa
     return len(rows) / best if best > 0 else float("inf")
 
 
-def load_real_market_data(root: Any = None) -> RealMarketData | None:
+def load_real_market_data(root: Path | None = None) -> RealMarketData | None:
     """The real market data and its features, or None where it is not at hand (a user's clone)."""
     from surveillance.models.real_markets import find_real_data, load_real_quotes
 

@@ -219,8 +219,14 @@ class AlertBatchWriter:
             if loading is not None:
                 loading.result()  # loaded before the first batch, not inside it
         self.appender = AlertTableAppender(spark, self.locations[ALERTS.name], self._append_hook)
-        # Each symbol's open episode, carried from batch to batch; at start, what the alerts table left.
-        self._open_episodes: dict[str, OpenEpisode] = read_open_episodes(spark, self.locations[ALERTS.name])
+        # Each symbol's open episode, carried from batch to batch; at start, what the alerts table left
+        # up to the last committed batch (the next one may be a replay: it gets the same episodes).
+        committed = (
+            (self._stream_id, last_committed_batch(spark, self.checkpoint)) if self._stream_id else None
+        )
+        self._open_episodes: dict[str, OpenEpisode] = read_open_episodes(
+            spark, self.locations[ALERTS.name], committed=committed
+        )
         self._merge_gap_micros = round(settings.models.evaluation.merge_gap_seconds * 1e6)
         self._progress: list[dict] = []
         self._progress_lock = threading.Lock()

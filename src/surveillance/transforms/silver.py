@@ -104,13 +104,24 @@ def _reject_reason() -> Column:
     return reason
 
 
+_END_MARK = "\u0000surveillance:end-of-message"
+_END_MARK_JSON = "\\u0000surveillance:end-of-message"  # as written inside a JSON string
+
+
 def parse_quotes(bronze: DataFrame) -> DataFrame:
     """Bronze rows + the quote's typed fields and a ``reject_reason`` (NULL when the quote is valid).
 
     The JSON is parsed once per row into a VARIANT; each field's JSON type and typed value are computed
     once and the checks refer to those columns, which keeps the plan small and the work per row low.
     """
-    doc = bronze.withColumn("_doc", F.try_parse_json("value"))
+    # Spark's JSON parser stops after the first complete value and ignores what follows ('{"a":1} x' and
+    # '{"a":1}}' parse as {"a":1}); RFC 8259, and so the contract, do not. The message is parsed once, as the
+    # first of two elements of '[<message>,<end mark>]': only whole JSON gives exactly that array, since a
+    # message that closes the array early leaves the mark (a string no producer sends) out of it.
+    wrapped = F.try_parse_json(F.concat(F.lit("["), F.col("value"), F.lit(f',"{_END_MARK_JSON}"]')))
+    elements = F.array_size(F.try_variant_get(wrapped, "$", "array<variant>"))
+    whole = (elements == 2) & (F.try_variant_get(wrapped, "$[1]", "string") == F.lit(_END_MARK))
+    doc = bronze.withColumn("_doc", F.when(whole, F.try_variant_get(wrapped, "$[0]", "variant")))
     fields = {"_doc_kind": F.schema_of_variant("_doc")}
     for name, spark_type in _TYPED_FIELDS.items():
         fields[f"_kind_{name}"] = F.schema_of_variant(F.try_variant_get("_doc", f"$.{name}", "variant"))
