@@ -177,3 +177,13 @@ def test_with_named_tables_the_view_lives_beside_the_alerts_table(
         assert ensure_episodes_view(spark, str(tmp_path / "alerts")) is None  # a path: read, not a view
     finally:
         spark.sql("DROP DATABASE IF EXISTS episodes_test CASCADE")
+
+
+def test_an_alerts_table_from_before_episodes_counts_each_alert_once(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    found = alerts(("A", 0, "a1"), ("A", 20, "a2"))
+    location = str(tmp_path / "old_alerts")
+    _alert_rows(spark, found, [None, None]).drop("episode_id").write.format("delta").save(location)
+    view = alert_episodes(spark, location).toPandas()
+    assert sorted(view.episode_id) == ["alert-a1", "alert-a2"] and (view.alert_count == 1).all()

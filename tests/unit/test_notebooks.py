@@ -454,6 +454,10 @@ def test_alert_timeline_and_heatmap() -> None:
     empty = alerts.iloc[0:0]
     assert isinstance(alert_heatmap_figure(empty), go.Figure)
     assert alert_timeline_figure(empty).data == ()
+    # The alerts of one episode count once (no episode: an alert of its own).
+    assert "4 alerts in 4 episodes" in alert_timeline_figure(alerts).layout.title.text
+    grouped = alerts.assign(episode_id=["ep1", "ep1", "ep2", None])
+    assert "4 alerts in 3 episodes" in alert_timeline_figure(grouped).layout.title.text
 
 
 def test_summarize_preview() -> None:

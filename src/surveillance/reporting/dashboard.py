@@ -29,6 +29,7 @@ ALERT_COLUMNS = [
     "score",
     "threshold",
     "price",
+    "episode_id",
 ]
 BAR_COLUMNS = ["symbol", "bar_start", "open", "high", "low", "close", "volume", "trade_count"]
 
@@ -53,10 +54,11 @@ def busiest_symbol(alerts: pd.DataFrame) -> str | None:
 def load_dashboard(spark: SparkSession, locations: dict[str, str], symbol: str | None = None) -> Dashboard:
     """Alerts joined to their quote's price, and the bars of ``symbol`` (default: the one most alerted)."""
     silver = read_table(spark, locations["silver_quotes"]).select("event_id", "price")
+    table = read_table(spark, locations["alerts"])
     alerts = (
-        read_table(spark, locations["alerts"])
-        .join(silver, "event_id", "left")
-        .select(*ALERT_COLUMNS)
+        table.join(silver, "event_id", "left")
+        # A table from before episodes (not yet given the column by a stream's start) has no episode_id.
+        .select(*[name for name in ALERT_COLUMNS if name in {*table.columns, "price"}])
         .orderBy("event_time", "rule")
         .toPandas()
     )
@@ -133,6 +135,14 @@ def candlestick_figure(bars: pd.DataFrame, alerts: pd.DataFrame, symbol: str | N
     return fig
 
 
+def episode_count(alerts: pd.DataFrame) -> int:
+    """The episodes the alerts make (an alert written before episodes existed is one of its own)."""
+    if alerts.empty:
+        return 0
+    episodes = alerts["episode_id"] if "episode_id" in alerts else pd.Series(None, index=alerts.index)
+    return int(episodes.fillna(alerts["alert_id"]).nunique())
+
+
 def alert_timeline_figure(alerts: pd.DataFrame) -> go.Figure:
     """Every alert at its event time, one row per rule, coloured by severity."""
     fig = go.Figure()
@@ -152,7 +162,7 @@ def alert_timeline_figure(alerts: pd.DataFrame) -> go.Figure:
             )
         )
     fig.update_layout(
-        title=f"Alert timeline: {len(alerts)} alerts by rule and severity",
+        title=f"Alert timeline: {len(alerts)} alerts in {episode_count(alerts)} episodes, by rule, severity",
         xaxis_title="event time (UTC)",
         yaxis_title="rule",
         yaxis={"type": "category", "categoryorder": "category descending"},
