@@ -484,6 +484,29 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.action == "bench":
+        from surveillance.serving.bench import run_api_bench
+
+        run_api_bench(
+            settings,
+            lakehouse=Path(args.lakehouse),
+            rebuild=args.rebuild,
+            alerts=args.alerts,
+            quotes=args.quotes,
+            clients=args.clients,
+            seconds=args.seconds,
+            out=Path(args.out),
+            console=console,
+        )
+        return 0
+    from surveillance.serving.server import serve
+
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from surveillance.demo import run_demo
 
@@ -708,6 +731,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="folder for its figures (default reports/notebooks/<name>)"
     )
     notebook.set_defaults(func=cmd_notebook)
+
+    api = commands.add_parser(
+        "api",
+        parents=[common],
+        help="the alerts API and web console (serve), or its benchmark (bench)",
+        description="serve: FastAPI + uvicorn over the lakehouse (delta-rs, DuckDB; no Spark). Keys come "
+        "from $SURVEIL_API_KEYS (name:role:secret, comma-separated). bench: p50/p99 per endpoint on a "
+        "synthetic lakehouse of --alerts alerts and --quotes silver quotes, under --clients clients.",
+    )
+    api.add_argument("action", nargs="?", choices=["serve", "bench"], default="serve")
+    api.add_argument("--host", help="address to listen on (default serving.host, 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (default serving.port, 8000)")
+    api.add_argument("--lakehouse", default=".state/api_bench", help="bench: where the synthetic tables go")
+    api.add_argument("--rebuild", action="store_true", help="bench: write the synthetic tables again")
+    api.add_argument("--alerts", type=int, default=1_000_000, help="bench: alerts in the synthetic lakehouse")
+    api.add_argument("--quotes", type=int, default=10_000_000, help="bench: silver quotes in it")
+    api.add_argument("--clients", type=int, default=8, help="bench: concurrent clients")
+    api.add_argument("--seconds", type=float, default=20.0, help="bench: seconds per endpoint")
+    api.add_argument("--out", default="reports/api_bench.json", help="bench: where the JSON figures go")
+    api.set_defaults(func=cmd_api)
 
     demo = commands.add_parser("demo", parents=[common], help="the whole pipeline on the sample, end to end")
     demo.add_argument("--sample", default="data/samples/quotes_sample.jsonl")

@@ -570,6 +570,50 @@ class ModelSettings(_Strict):
         return self
 
 
+class LiveFeedSettings(_Strict):
+    # A comment line every so often keeps proxies from closing an idle feed and finds departed clients.
+    heartbeat: str = "15 seconds"
+    # How many records before a resume position are read again to drop alerts the client already has
+    # (the publisher resends a batch it is unsure of, with the same alert_id).
+    dedup_lookback: int = Field(2000, ge=0)
+
+    _interval = field_validator("heartbeat")(_check_interval)
+
+
+class ServingSettings(_Strict):
+    """`surveil api`: the alerts API and console, reading the tables with delta-rs and DuckDB (no Spark)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Browser origins allowed to call the API from another site; empty: CORS off.
+    cors_origins: list[str] = Field(default_factory=list)
+    # The environment variable holding `name:role:secret` keys, comma-separated, and the one naming a
+    # secret file with the same content (a mounted secret; re-read when it changes: rotation without a
+    # restart). Never the keys themselves in configuration.
+    api_keys_env: str = Field("SURVEIL_API_KEYS", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_keys_file_env: str = Field("SURVEIL_API_KEYS_FILE", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # How old a table snapshot may get before a request looks for new commits.
+    refresh_interval: str = "1 second"
+    # Quotes shown around an alert: each side, by default and at most.
+    quote_window: str = "5 minutes"
+    max_quote_window: str = "2 hours"
+    default_limit: int = Field(100, ge=1)
+    max_limit: int = Field(1000, ge=1)
+    # Storage paths for tables named catalog.schema.table (delta-rs reads paths, not metastore names).
+    table_paths: dict[str, str] = Field(default_factory=dict)
+    live: LiveFeedSettings = LiveFeedSettings()
+
+    _intervals = field_validator("refresh_interval", "quote_window", "max_quote_window")(_check_interval)
+
+    @model_validator(mode="after")
+    def _limits(self) -> ServingSettings:
+        if self.default_limit > self.max_limit:
+            raise ValueError("serving.default_limit must not exceed serving.max_limit")
+        if interval_seconds(self.quote_window) > interval_seconds(self.max_quote_window):
+            raise ValueError("serving.quote_window must not exceed serving.max_quote_window")
+        return self
+
+
 class Settings(_Strict):
     # `schema` would shadow a pydantic BaseModel attribute: the field has another name, the key is `schema`.
     model_config = ConfigDict(
@@ -587,6 +631,7 @@ class Settings(_Strict):
     quality: QualitySettings = QualitySettings()
     schema_settings: SchemaSettings = Field(SchemaSettings(), alias="schema")
     models: ModelSettings = ModelSettings()
+    serving: ServingSettings = ServingSettings()
 
     @model_validator(mode="after")
     def _some_query_runs(self) -> Settings:

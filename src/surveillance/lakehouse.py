@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import types as T
 
-from surveillance.config import ConfigError, Settings, resolve_local_path
+from surveillance.locations import TABLE_NAMES, is_table_name, table_locations
 
 if TYPE_CHECKING:
     from delta.tables import DeltaTable
@@ -231,10 +230,44 @@ BACKFILL_RUNS = TableSpec(
     "One row per backfill: the event-time range restated, what it found, and the rows it changed per table.",
 )
 
+ALERT_ACTIONS = TableSpec(
+    "alert_actions",
+    _fields(
+        ("action_id", S),
+        ("alert_id", S),
+        ("action", S),
+        ("status_before", S),
+        ("status_after", S),
+        ("assignee", S),
+        ("note", S),
+        ("actor", S),
+        ("role", S),
+        ("acted_at", TS),
+        ("alert_symbol", S),
+        ("alert_event_time", TS),
+    ),
+    (),
+    # Written by the API (delta-rs), never updated: an alert's status is its last action's status_after.
+    "What analysts did to alerts, append-only: who, when, which action, the note, the status before "
+    "and after.",
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (BRONZE, SILVER, QUARANTINE, GOLD_BARS, ALERTS, STREAM_PROGRESS, DQ_RESULTS, BACKFILL_RUNS)
+    for spec in (
+        BRONZE,
+        SILVER,
+        QUARANTINE,
+        GOLD_BARS,
+        ALERTS,
+        STREAM_PROGRESS,
+        DQ_RESULTS,
+        BACKFILL_RUNS,
+        ALERT_ACTIONS,
+    )
 }
+assert tuple(TABLES) == TABLE_NAMES, "surveillance.locations.TABLE_NAMES must list every TableSpec"
+__all__ = ["is_table_name", "table_locations"]
 PUBLIC_TABLES = (
     "bronze_quotes",
     "silver_quotes",
@@ -242,44 +275,8 @@ PUBLIC_TABLES = (
     "gold_bars_1m",
     "alerts",
     "dq_results",
+    "alert_actions",
 )
-
-
-# A metastore / Unity Catalog name: one to three plain identifiers.
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
-
-
-def table_locations(settings: Settings) -> dict[str, str]:
-    """{logical name: location} for every table: a Delta path, or a table name when lakehouse.schema is set.
-
-    Per-table overrides in lakehouse.tables win; a value with a "/" is a path, anything else a table name.
-    """
-    lakehouse = settings.lakehouse
-    unknown = set(lakehouse.tables) - set(TABLES)
-    if unknown:
-        raise ConfigError(f"lakehouse.tables names unknown tables {sorted(unknown)}; known: {sorted(TABLES)}")
-    if lakehouse.schema_name:
-        prefix = ".".join(part for part in (lakehouse.catalog, lakehouse.schema_name) if part)
-        defaults = {name: f"{prefix}.{name}" for name in TABLES}
-    else:
-        root = resolve_local_path(lakehouse.root).rstrip("/")
-        defaults = {name: f"{root}/{name}" for name in TABLES}
-    locations = {}
-    for name in TABLES:
-        override = lakehouse.tables.get(name)
-        if override is None:
-            locations[name] = defaults[name]
-        else:
-            locations[name] = override if is_table_name(override) else resolve_local_path(override)
-    for name, location in locations.items():
-        if is_table_name(location) and not _TABLE_NAME.match(location):
-            raise ConfigError(f"table {name}: {location!r} is neither a path nor a catalog.schema.table name")
-    return locations
-
-
-def is_table_name(location: str) -> bool:
-    """Whether a location is a table name (catalog.schema.table) rather than a path (paths have a "/")."""
-    return "/" not in location
 
 
 def table_sql(location: str) -> str:

@@ -550,7 +550,8 @@ def lakehouse_state_step(
 
 
 # The tables each query writes (its start creates them if missing); the backfill's own are created by it.
-DETECTION_TABLES = ("alerts", "stream_progress")
+# alert_actions is the API's (surveil api), created with the alerts so the lakehouse lists it from the start.
+DETECTION_TABLES = ("alerts", "stream_progress", "alert_actions")
 LAKEHOUSE_TABLES = (
     "bronze_quotes",
     "quarantine_quotes",

@@ -1,0 +1,399 @@
+"""Queries the API answers from the lakehouse, without Spark: delta-rs names the files, DuckDB reads them.
+
+Each query opens only the files that can hold its rows: a list of alerts walks the alerts table's date
+partitions newest first and stops once the page is full; an alert's quotes come from the silver files
+whose event-time and symbol statistics cover the window. What never changes (a data file's symbols, the
+file an alert was seen in) is cached.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from surveillance.serving.delta_files import DataFile, DeltaFiles, Snapshot, TableNotReadable
+
+ALERT_COLUMNS = (
+    "alert_id",
+    "symbol",
+    "event_time",
+    "event_id",
+    "rule",
+    "score",
+    "threshold",
+    "severity",
+    "confidence",
+    "details",
+    "detected_at",
+    "source_partition",
+    "source_offset",
+    "source_kafka_timestamp",
+    "episode_id",
+)
+TIME_COLUMNS = frozenset({"event_time", "detected_at", "source_kafka_timestamp", "bar_start", "run_time"})
+QUOTE_COLUMNS = ("event_id", "event_time", "price", "bid", "ask", "volume", "is_late", "dq_warnings")
+BAR_COLUMNS = ("bar_start", "open", "high", "low", "close", "volume", "vwap", "trade_count")
+MAX_QUOTES = 20_000
+
+
+@dataclass(frozen=True)
+class AlertFilters:
+    symbol: str | None = None
+    rule: str | None = None
+    severity: str | None = None
+    confidence: str | None = None
+    since: datetime | None = None  # naive UTC, inclusive
+    until: datetime | None = None  # naive UTC, exclusive
+    # alert_ids to keep (a status filter resolved against the actions) or to leave out
+    only_ids: frozenset[str] | None = None
+    except_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ended: the last alert's (event time in microseconds, alert_id); the next page starts
+    strictly after it in newest-first order."""
+
+    event_time_us: int
+    alert_id: str
+
+
+class Lakehouse:
+    """The tables the API reads, by logical name → location (a path or object-store URI)."""
+
+    def __init__(
+        self,
+        locations: dict[str, str],
+        refresh_seconds: float = 1.0,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        import duckdb
+
+        self.locations = locations
+        self.tables = {
+            name: DeltaFiles(locations[name], refresh_seconds, storage_options)
+            for name in ("alerts", "silver_quotes", "gold_bars_1m", "dq_results", "stream_progress")
+        }
+        self._duck = duckdb.connect(":memory:", config={"threads": 2})
+        self._duck.execute("SET TimeZone = 'UTC'")
+        # Parquet footers of immutable files: read once.
+        self._duck.execute("SET enable_object_cache = true")
+        self._local = threading.local()
+        self._alert_files: OrderedDict[str, str] = OrderedDict()
+        self._alert_files_lock = threading.Lock()
+        self._file_symbols: dict[str, dict[str, tuple[int, int]]] = {}
+        self._symbols_lock = threading.Lock()
+
+    # Plumbing ------------------------------------------------------------------------------------
+
+    def _cursor(self) -> Any:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self._duck.cursor()
+        return cursor
+
+    def snapshot(self, table: str) -> Snapshot:
+        return self.tables[table].snapshot()
+
+    def _rows(
+        self, files: Sequence[DataFile], columns: Sequence[str], where: str, params: list[Any], tail: str = ""
+    ) -> list[dict[str, Any]]:
+        if not files:
+            return []
+        select = ", ".join(_select_expression(c) for c in columns)
+        sql = (
+            f"SELECT {select} FROM read_parquet(?, union_by_name = true, hive_partitioning = false, "
+            f"filename = true) WHERE {where or 'true'} {tail}"
+        )
+        cursor = self._cursor()
+        result = cursor.execute(sql, [[f.uri for f in files], *params])
+        names = [d[0] for d in result.description]
+        return [_decoded(dict(zip(names, row, strict=True))) for row in result.fetchall()]
+
+    # Alerts --------------------------------------------------------------------------------------
+
+    def list_alerts(
+        self, filters: AlertFilters, after: Position | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` alerts newest first (event time, then alert_id), strictly after ``after``;
+        and whether more follow."""
+        if filters.only_ids is not None and not filters.only_ids:
+            return [], False
+        snapshot = self.snapshot("alerts")
+        until = filters.until
+        if after is not None:
+            cursor_time = _from_micros(after.event_time_us)
+            until = (
+                cursor_time + timedelta(microseconds=1)
+                if until is None
+                else min(until, cursor_time + timedelta(microseconds=1))
+            )
+        files = snapshot.select("event_time", filters.since, until)
+        if filters.symbol is not None:
+            files = [f for f in files if f.may_hold("symbol", filters.symbol, filters.symbol)]
+        where, params = _alert_predicate(filters, after)
+        found: list[dict[str, Any]] = []
+        groups = (
+            snapshot.by_partition_descending(files, "alert_date")
+            if "alert_date" in snapshot.partition_columns
+            else [(None, files)]
+        )
+        # Newest dates first, a growing number of them per query: a page usually fills from the first.
+        index, width = 0, 1
+        while index < len(groups) and len(found) <= limit:
+            chunk = [f for _, group in groups[index : index + width] for f in group]
+            index, width = index + width, width * 2
+            rows = self._rows(
+                chunk,
+                (*ALERT_COLUMNS, "filename"),
+                where,
+                params,
+                f"ORDER BY event_time DESC, alert_id DESC LIMIT {limit + 1 - len(found)}",
+            )
+            found.extend(rows)
+        self._remember_files(found)
+        return [_public_alert(row) for row in found[:limit]], len(found) > limit
+
+    def find_alert(self, alert_id: str) -> dict[str, Any] | None:
+        """The alert with this id, or None. A file an alert was listed from is looked in first."""
+        snapshot = self.snapshot("alerts")
+        with self._alert_files_lock:
+            known = self._alert_files.get(alert_id)
+        candidates = [f for f in snapshot.files if f.uri == known] if known else []
+        for files in (candidates, [f for f in snapshot.files if f.may_hold("alert_id", alert_id, alert_id)]):
+            rows = self._rows(files, (*ALERT_COLUMNS, "filename"), "alert_id = ?", [alert_id], "LIMIT 1")
+            if rows:
+                self._remember_files(rows)
+                return _public_alert(rows[0])
+        return None
+
+    def _remember_files(self, rows: list[dict[str, Any]]) -> None:
+        with self._alert_files_lock:
+            for row in rows:
+                self._alert_files[row["alert_id"]] = row["filename"]
+                self._alert_files.move_to_end(row["alert_id"])
+            while len(self._alert_files) > 200_000:
+                self._alert_files.popitem(last=False)
+
+    # Quotes, bars, symbols ------------------------------------------------------------------------
+
+    def quotes_around(self, symbol: str, moment: datetime, seconds: float) -> list[dict[str, Any]]:
+        """The symbol's silver quotes within ``seconds`` either side of ``moment`` (naive UTC), oldest
+        first."""
+        low, high = moment - timedelta(seconds=seconds), moment + timedelta(seconds=seconds)
+        snapshot = self.snapshot("silver_quotes")
+        files = [f for f in snapshot.select("event_time", low, high) if f.may_hold("symbol", symbol, symbol)]
+        return self._rows(
+            files,
+            QUOTE_COLUMNS,
+            "symbol = ? AND event_time >= ? AND event_time <= ?",
+            [symbol, low, high],
+            f"ORDER BY event_time, event_id LIMIT {MAX_QUOTES}",
+        )
+
+    def bars(
+        self, symbol: str, since: datetime | None, until: datetime | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The symbol's one-minute bars in [since, until), oldest first."""
+        snapshot = self.snapshot("gold_bars_1m")
+        files = [
+            f for f in snapshot.select("bar_start", since, until) if f.may_hold("symbol", symbol, symbol)
+        ]
+        where, params = "symbol = ?", [symbol]
+        if since is not None:
+            where, params = where + " AND bar_start >= ?", [*params, since]
+        if until is not None:
+            where, params = where + " AND bar_start < ?", [*params, until]
+        return self._rows(files, BAR_COLUMNS, where, params, f"ORDER BY bar_start LIMIT {limit}")
+
+    def symbols(self) -> dict[str, dict[str, Any]]:
+        """Every symbol with quotes or alerts: {symbol: {quotes, alerts, last_quote}} (per-file counts are
+        cached: a data file never changes)."""
+        merged: dict[str, dict[str, Any]] = {}
+        for table, key in (("silver_quotes", "quotes"), ("alerts", "alerts")):
+            try:
+                snapshot = self.snapshot(table)
+            except TableNotReadable:
+                continue
+            for data_file in snapshot.files:
+                for symbol, (count, last_us) in self._symbols_in(data_file).items():
+                    entry = merged.setdefault(
+                        symbol, {"symbol": symbol, "quotes": 0, "alerts": 0, "last_quote": None}
+                    )
+                    entry[key] += count
+                    if key == "quotes" and (entry["last_quote"] is None or last_us > entry["last_quote"]):
+                        entry["last_quote"] = last_us
+        for entry in merged.values():
+            if entry["last_quote"] is not None:
+                entry["last_quote"] = _from_micros(entry["last_quote"]).replace(tzinfo=UTC)
+        return dict(sorted(merged.items()))
+
+    def _symbols_in(self, data_file: DataFile) -> dict[str, tuple[int, int]]:
+        with self._symbols_lock:
+            cached = self._file_symbols.get(data_file.uri)
+        if cached is None:
+            sql = (
+                "SELECT symbol, count(*), epoch_us(max(event_time)) "
+                "FROM read_parquet(?, hive_partitioning = false) GROUP BY symbol"
+            )
+            cached = {
+                s: (int(n), int(t or 0))
+                for s, n, t in self._cursor().execute(sql, [[data_file.uri]]).fetchall()
+            }
+            with self._symbols_lock:
+                self._file_symbols[data_file.uri] = cached
+        return cached
+
+    # Operations ----------------------------------------------------------------------------------
+
+    def quality(self, batches: int) -> list[dict[str, Any]]:
+        """The data-quality verdicts of the last ``batches`` micro-batches, newest first."""
+        snapshot = self.snapshot("dq_results")
+        newest = sorted(
+            snapshot.files,
+            key=lambda f: f.maximum.get("run_time") or datetime.min.replace(tzinfo=UTC),
+            reverse=True,
+        )
+        picked, rows = [], 0
+        for data_file in newest:
+            picked.append(data_file)
+            rows += data_file.rows
+            if rows >= batches * 64:
+                break
+        sql_columns = (
+            "stream_id",
+            "batch_id",
+            "suite",
+            "expectation",
+            "severity",
+            "success",
+            "element_count",
+            "unexpected_count",
+            "run_time",
+        )
+        found = self._rows(picked, sql_columns, "", [], "")
+        grouped: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in found:
+            key = (row["stream_id"], row["batch_id"])
+            batch = grouped.setdefault(
+                key,
+                {
+                    "stream_id": key[0],
+                    "batch_id": key[1],
+                    "run_time": row["run_time"],
+                    "expectations": 0,
+                    "failed": [],
+                },
+            )
+            batch["expectations"] += 1
+            batch["run_time"] = max(batch["run_time"], row["run_time"])
+            if not row["success"]:
+                batch["failed"].append(
+                    {
+                        "suite": row["suite"],
+                        "expectation": row["expectation"],
+                        "severity": row["severity"],
+                        "unexpected_count": row["unexpected_count"],
+                        "element_count": row["element_count"],
+                    }
+                )
+        ordered = sorted(grouped.values(), key=lambda b: b["run_time"], reverse=True)[:batches]
+        for batch in ordered:
+            errors = [f for f in batch["failed"] if f["severity"] == "error"]
+            batch["status"] = "error" if errors else ("warning" if batch["failed"] else "ok")
+        return ordered
+
+    def last_batches(self) -> list[dict[str, Any]]:
+        """Each query's latest micro-batch from stream_progress (only the newest files are read)."""
+        snapshot = self.snapshot("stream_progress")
+        if not snapshot.files:
+            return []
+        latest = max(
+            (f.maximum.get("finished_at") for f in snapshot.files if f.maximum.get("finished_at")),
+            default=None,
+        )
+        files = list(snapshot.files)
+        if latest is not None:
+            horizon = latest.replace(tzinfo=None) - timedelta(hours=6)
+            files = [f for f in files if f.may_hold("finished_at", horizon, None)]
+        sql = (
+            "SELECT coalesce(query_name, 'quotes_to_lakehouse') AS query_name, stream_id, "
+            "arg_max(batch_id, finished_at) AS batch_id, epoch_us(max(finished_at)) AS finished_at, "
+            "epoch_us(arg_max(max_event_time, finished_at)) AS max_event_time, "
+            "arg_max(coalesce(records_in, 0), finished_at) AS records_in "
+            "FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+            "GROUP BY ALL ORDER BY finished_at DESC"
+        )
+        result = self._cursor().execute(sql, [[f.uri for f in files]])
+        names = [d[0] for d in result.description]
+        latest_by_query: dict[str, dict[str, Any]] = {}
+        for row in result.fetchall():
+            record = dict(zip(names, row, strict=True))
+            if record["query_name"] in latest_by_query:
+                continue
+            for column in ("finished_at", "max_event_time"):
+                record[column] = (
+                    _from_micros(record[column]).replace(tzinfo=UTC) if record[column] is not None else None
+                )
+            latest_by_query[record["query_name"]] = record
+        return list(latest_by_query.values())
+
+
+def _select_expression(column: str) -> str:
+    if column in TIME_COLUMNS:
+        return f"epoch_us({column}) AS {column}"
+    return column
+
+
+def _alert_predicate(filters: AlertFilters, after: Position | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column in ("symbol", "rule", "severity", "confidence"):
+        value = getattr(filters, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if filters.since is not None:
+        clauses.append("event_time >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        clauses.append("event_time < ?")
+        params.append(filters.until)
+    if filters.only_ids is not None:
+        clauses.append("list_contains(?, alert_id)")
+        params.append(sorted(filters.only_ids))
+    if filters.except_ids:
+        clauses.append("NOT list_contains(?, alert_id)")
+        params.append(sorted(filters.except_ids))
+    if after is not None:
+        moment = _from_micros(after.event_time_us)
+        clauses.append("(event_time < ? OR (event_time = ? AND alert_id < ?))")
+        params.extend([moment, moment, after.alert_id])
+    return " AND ".join(clauses), params
+
+
+def _from_micros(micros: int) -> datetime:
+    """Naive UTC."""
+    return datetime(1970, 1, 1) + timedelta(microseconds=int(micros))
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    for column in TIME_COLUMNS & row.keys():
+        if row[column] is not None:
+            row[column] = _from_micros(row[column]).replace(tzinfo=UTC)
+    return row
+
+
+def _public_alert(row: dict[str, Any]) -> dict[str, Any]:
+    alert = {column: row.get(column) for column in ALERT_COLUMNS}
+    try:
+        alert["details"] = json.loads(row["details"]) if row.get("details") else {}
+    except ValueError:
+        alert["details"] = {"unparsed": row["details"]}
+    alert["alert_date"] = row["event_time"].date() if row.get("event_time") else None
+    return alert
