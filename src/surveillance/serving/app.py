@@ -5,7 +5,6 @@ data quality, health. Writes: analysts' actions to the append-only ``alert_actio
 alerts from the alerts topic as Server-Sent Events. Every /v1 route needs an API key (auth.py).
 """
 
-
 import asyncio
 import base64
 import binascii
@@ -24,7 +23,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from surveillance.config import Settings, interval_seconds
 from surveillance.serving.actions_table import ActionLog, ActionRecord
@@ -132,6 +131,15 @@ class ActionRequest(BaseModel):
     action: ActionName
     note: str = Field("", max_length=4000)
     assignee: str | None = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "ActionRequest":
+        # Checked here, so FastAPI answers 422 in its documented shape.
+        if self.action in NOTE_REQUIRED and not self.note.strip():
+            raise ValueError(f"{self.action} needs a note saying why (field note)")
+        if self.action == "assign" and not (self.assignee and self.assignee.strip()):
+            raise ValueError("assign needs an assignee (field assignee)")
+        return self
 
 
 class ActionResult(BaseModel):
@@ -487,10 +495,6 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         alert_id: Annotated[str, PathParam(pattern=ALERT_ID, description="32 hex characters")],
     ) -> ActionResult:
         """Acknowledge, assign, escalate, close or reopen the alert; recorded in alert_actions."""
-        if body.action in NOTE_REQUIRED and not body.note.strip():
-            raise HTTPException(422, f"{body.action} needs a note saying why (field note)")
-        if body.action == "assign" and not body.assignee:
-            raise HTTPException(422, "assign needs an assignee (field assignee)")
         row = services.lakehouse.find_alert(alert_id)
         if row is None:
             raise HTTPException(404, f"no alert {alert_id} (parameter alert_id)")
