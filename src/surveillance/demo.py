@@ -126,9 +126,27 @@ def run_demo(
         page, docs = write_dq_report(spark, locations, reports / "dq", suites=configured_suites(settings))
         console.print(f"data quality: {page.resolve()}\nGX Data Docs: {docs.resolve()}")
         console.print(f"tables: {resolve_local_path(settings.lakehouse.root)}")
+        print_console_instructions(settings, console)
         # Stop Spark before Kafka, so its cached Kafka producer does not keep calling a stopped broker.
         spark.stop()
     finally:
         if not keep_kafka:
             broker.down()
             console.print("Kafka stopped")
+
+
+def print_console_instructions(settings: Settings, console: Console) -> None:
+    """How to open the analysts' console on this lakehouse (surveil api, README "Serving"), with a key made
+    for this demo (a local one: it is printed, and lives only in the command below)."""
+    import secrets
+
+    serving = settings.serving
+    secret = secrets.token_urlsafe(18)
+    url = f"http://{serving.host}:{serving.port}"
+    console.rule("the alerts console")
+    console.print(
+        "Serve the alerts API and console on this lakehouse:\n"
+        f"  {serving.api_keys_env}=demo:analyst:{secret} .venv/bin/surveil api\n"
+        f"then open {url}/ and sign in with the key {secret} (API documentation: {url}/docs).\n"
+        "The live feed of new alerts needs Kafka running: `surveil demo --keep-kafka` leaves it up."
+    )

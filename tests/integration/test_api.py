@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 import pytest
+from api_server import RunningApi, running_api
 from deltalake import DeltaTable
 
 from surveillance.ingestion.generator import GeneratedQuotes
 from surveillance.sinks.kafka_alerts import AlertPublisher
-
-from .api_server import RunningApi, running_api
 
 if TYPE_CHECKING:
     from conftest import Pipeline
@@ -389,7 +388,6 @@ def test_openapi_contract_holds_under_schemathesis(served: Served, tmp_path: Pat
         "/v1/alerts/live",
         "--request-timeout",
         "30",
-        "--generation-deterministic",
         "--report",
         "junit",
         "--report-dir",
@@ -402,7 +400,7 @@ def test_openapi_contract_holds_under_schemathesis(served: Served, tmp_path: Pat
 def test_console_in_a_real_browser(served: Served, tmp_path: Path) -> None:
     """Open the console, sign in, filter by symbol, open an alert, see its chart, acknowledge it; the
     action is then in alert_actions. Screenshots in reports/console/ for a person to look at."""
-    from .browser import chromium_page
+    from browser import chromium_page
 
     REPORTS.mkdir(parents=True, exist_ok=True)
     alerts = served.table("alerts")

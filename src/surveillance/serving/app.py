@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from kafka.errors import KafkaError
 from pydantic import BaseModel, Field, model_validator
 
 from surveillance.config import Settings, interval_seconds
@@ -38,7 +39,7 @@ from surveillance.serving.alert_status import (
 from surveillance.serving.auth import ApiKeys, Principal
 from surveillance.serving.delta_files import TableNotReadable
 from surveillance.serving.lakehouse_reader import AlertFilters, Lakehouse, Position
-from surveillance.serving.live_feed import AlertTail, BadPosition, parse_position, sse_frames
+from surveillance.serving.live_feed import AlertTail, BadPosition, NoAlertsTopic, parse_position, sse_frames
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
-        400: "a parameter that cannot be used (named in detail)",
+        400: "a parameter that cannot be used (named in detail), or a body that is not JSON",
         404: "no such alert or symbol",
         409: "the alert's status does not allow this action",
     }
@@ -431,8 +432,12 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         heartbeat = interval_seconds(serving.live.heartbeat)
         try:
             tail = await asyncio.to_thread(AlertTail, settings.kafka, resume, serving.live.dedup_lookback)
-        except LookupError as exc:
+        except NoAlertsTopic as exc:
             raise HTTPException(503, str(exc)) from exc
+        except KafkaError as exc:
+            raise HTTPException(
+                503, f"Kafka at {settings.kafka.bootstrap_servers} cannot be reached: {exc}"
+            ) from exc
 
         async def frames() -> Any:
             last_sent = time.monotonic()
@@ -486,7 +491,7 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         "/v1/alerts/{alert_id}/actions",
         response_model=ActionResult,
         status_code=201,
-        responses=_errors(404, 409),
+        responses=_errors(400, 404, 409),
         tags=["alerts"],
     )
     def act_on_alert(

@@ -22,6 +22,10 @@ _POSITION = re.compile(r"^\d{1,6}:\d{1,19}(,\d{1,6}:\d{1,19})*$")
 SEEN_CAPACITY = 50_000
 
 
+class NoAlertsTopic(RuntimeError):
+    """The alerts topic does not exist (yet): nothing has been published."""
+
+
 class BadPosition(ValueError):
     """A Last-Event-ID that is not a position this feed wrote."""
 
@@ -60,7 +64,7 @@ class AlertTail:
         partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
         if not partitions:
             self.consumer.close()
-            raise LookupError(f"the alerts topic {self.topic!r} does not exist (yet)")
+            raise NoAlertsTopic(f"the alerts topic {self.topic!r} does not exist (yet)")
         self.partitions = [TopicPartition(self.topic, p) for p in partitions]
         self.consumer.assign(self.partitions)
         self.seen: OrderedDict[str, None] = OrderedDict()
@@ -73,7 +77,7 @@ class AlertTail:
             self.position = {tp.partition: resume.get(tp.partition, begins[tp]) for tp in self.partitions}
             self._learn_delivered(begins, lookback)
         for tp in self.partitions:
-            self.consumer.seek(tp, max(begins[tp], self.position[tp]))
+            self.consumer.seek(tp, max(begins[tp], self.position[tp.partition]))
 
     def _learn_delivered(self, begins: dict[Any, int], lookback: int) -> None:
         if lookback <= 0:
