@@ -599,6 +599,8 @@ class ServingSettings(_Strict):
     max_quote_window: str = "2 hours"
     default_limit: int = Field(100, ge=1)
     max_limit: int = Field(1000, ge=1)
+    # Memory for decoded alerts files (newest first); ~300 MB holds a million alerts.
+    cache_mb: int = Field(1024, ge=16)
     # Storage paths for tables named catalog.schema.table (delta-rs reads paths, not metastore names).
     table_paths: dict[str, str] = Field(default_factory=dict)
     live: LiveFeedSettings = LiveFeedSettings()

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from kafka.errors import KafkaError
 from pydantic import BaseModel, Field, model_validator
 
@@ -255,7 +255,11 @@ class Services:
     def __init__(self, settings: Settings, locations: dict[str, str], keys: ApiKeys) -> None:
         self.settings = settings
         self.keys = keys
-        self.lakehouse = Lakehouse(locations, interval_seconds(settings.serving.refresh_interval))
+        self.lakehouse = Lakehouse(
+            locations,
+            interval_seconds(settings.serving.refresh_interval),
+            cache_bytes=settings.serving.cache_mb << 20,
+        )
         self.actions = ActionLog(locations["alert_actions"])
         self.started = time.monotonic()
 
@@ -268,6 +272,7 @@ class Services:
             except TableNotReadable as exc:
                 log.warning("not readable yet: %s", exc)
         try:
+            self.lakehouse.warm()
             self.lakehouse.symbols()
             self.lakehouse.list_alerts(AlertFilters(), None, 1)
         except TableNotReadable:
@@ -379,9 +384,9 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         until: Annotated[datetime | None, until_query] = None,
         limit: Annotated[int, limit_query] = serving.default_limit,
         cursor: Annotated[str | None, cursor_query] = None,
-    ) -> AlertPage:
+    ) -> Response:
         """Alerts newest first (event time), filtered, a page at a time."""
-        return page(symbol, rule, severity, confidence, status, since, until, limit, cursor)
+        return _json(page(symbol, rule, severity, confidence, status, since, until, limit, cursor))
 
     @app.get(
         "/alerts", response_model=AlertPage, responses=_errors(400, 404), tags=["legacy"], deprecated=True
@@ -390,9 +395,9 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         who: Reader,
         limit: Annotated[int, limit_query] = serving.default_limit,
         cursor: Annotated[str | None, cursor_query] = None,
-    ) -> AlertPage:
+    ) -> Response:
         """The newest alerts (the old system's path; /v1/alerts has the filters)."""
-        return page(None, None, None, None, None, None, None, limit, cursor)
+        return _json(page(None, None, None, None, None, None, None, limit, cursor))
 
     @app.get(
         "/alerts/{symbol}",
@@ -406,9 +411,9 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         symbol: Annotated[str, PathParam(pattern=SYMBOL)],
         limit: Annotated[int, limit_query] = serving.default_limit,
         cursor: Annotated[str | None, cursor_query] = None,
-    ) -> AlertPage:
+    ) -> Response:
         """One symbol's newest alerts (the old system's path)."""
-        return page(symbol, None, None, None, None, None, None, limit, cursor)
+        return _json(page(symbol, None, None, None, None, None, None, limit, cursor))
 
     @app.get(
         "/v1/alerts/live",
@@ -467,7 +472,7 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         window_seconds: Annotated[
             int, Query(ge=1, le=max_window, description="quotes shown each side of the alert")
         ] = interval_seconds(serving.quote_window),
-    ) -> AlertDetail:
+    ) -> Response:
         """The alert, its evidence, its symbol's quotes around it, its status and its whole history."""
         row = services.lakehouse.find_alert(alert_id)
         if row is None:
@@ -477,14 +482,16 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         services.actions.refresh()
         state = services.actions.state(alert_id)
         spread = timedelta(seconds=window_seconds)
-        return AlertDetail(
-            alert=_with_case(services.actions, row),
-            quotes=[Quote(**q) for q in quotes],
-            window=Window(**{"from": row["event_time"] - spread, "to": row["event_time"] + spread}),
-            actions=[_action(r) for r in services.actions.history(alert_id)],
-            status=state.status,
-            assignee=state.assignee,
-            allowed_actions=allowed_actions(state),
+        return _json(
+            AlertDetail(
+                alert=_with_case(services.actions, row),
+                quotes=[Quote(**q) for q in quotes],
+                window=Window(**{"from": row["event_time"] - spread, "to": row["event_time"] + spread}),
+                actions=[_action(r) for r in services.actions.history(alert_id)],
+                status=state.status,
+                assignee=state.assignee,
+                allowed_actions=allowed_actions(state),
+            )
         )
 
     @app.post(
@@ -526,9 +533,11 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
     # Symbols, bars, quality, health --------------------------------------------------------------
 
     @app.get("/v1/symbols", response_model=Symbols, responses=_errors(), tags=["market"])
-    def symbols(who: Reader) -> Symbols:
+    def symbols(who: Reader) -> Response:
         """Every symbol with quotes or alerts, with their counts."""
-        return Symbols(symbols=[SymbolInfo(**entry) for entry in services.lakehouse.symbols().values()])
+        return _json(
+            Symbols(symbols=[SymbolInfo(**entry) for entry in services.lakehouse.symbols().values()])
+        )
 
     @app.get("/v1/symbols/{symbol}/bars", response_model=Bars, responses=_errors(400, 404), tags=["market"])
     def bars(
@@ -593,6 +602,12 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
 
 
 # Helpers -------------------------------------------------------------------------------------------
+
+
+def _json(body: BaseModel) -> Response:
+    """The body serialized once, by pydantic (FastAPI would validate a returned model a second time);
+    the route's response_model still documents it."""
+    return Response(body.model_dump_json(by_alias=True), media_type="application/json")
 
 
 def _naive_utc(moment: datetime | None) -> datetime | None:

@@ -82,12 +82,17 @@ class DeltaFiles:
         current = self._snapshot
         if current is not None and time.monotonic() - current.loaded_at < self.refresh_seconds:
             return current
-        with self._lock:
+        # One request looks for new commits; the others meanwhile answer from the snapshot they have.
+        if not self._lock.acquire(blocking=current is None):
+            return current  # type: ignore[return-value]
+        try:
             current = self._snapshot
             if current is not None and time.monotonic() - current.loaded_at < self.refresh_seconds:
                 return current
             self._snapshot = self._load(current)
             return self._snapshot
+        finally:
+            self._lock.release()
 
     def _load(self, previous: Snapshot | None) -> Snapshot:
         from deltalake import DeltaTable

@@ -10,31 +10,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
+from surveillance.serving.alert_cache import ALERT_COLUMNS, AlertFileCache, newest
 from surveillance.serving.delta_files import DataFile, DeltaFiles, Snapshot, TableNotReadable
 
-ALERT_COLUMNS = (
-    "alert_id",
-    "symbol",
-    "event_time",
-    "event_id",
-    "rule",
-    "score",
-    "threshold",
-    "severity",
-    "confidence",
-    "details",
-    "detected_at",
-    "source_partition",
-    "source_offset",
-    "source_kafka_timestamp",
-    "episode_id",
-)
 TIME_COLUMNS = frozenset({"event_time", "detected_at", "source_kafka_timestamp", "bar_start", "run_time"})
 QUOTE_COLUMNS = ("event_id", "event_time", "price", "bid", "ask", "volume", "is_late", "dq_warnings")
 BAR_COLUMNS = ("bar_start", "open", "high", "low", "close", "volume", "vwap", "trade_count")
@@ -71,6 +56,7 @@ class Lakehouse:
         locations: dict[str, str],
         refresh_seconds: float = 1.0,
         storage_options: dict[str, str] | None = None,
+        cache_bytes: int = 1 << 30,
     ) -> None:
         import duckdb
 
@@ -84,8 +70,10 @@ class Lakehouse:
         # Parquet footers of immutable files: read once.
         self._duck.execute("SET enable_object_cache = true")
         self._local = threading.local()
-        self._alert_files: OrderedDict[str, str] = OrderedDict()
-        self._alert_files_lock = threading.Lock()
+        self._ids = AlertIdIndex()
+        self._alert_files = AlertFileCache(cache_bytes)
+        self._seen_versions: dict[str, int] = {}
+        self._symbols_memo: tuple[tuple[int, ...], dict[str, dict[str, Any]]] | None = None
         self._file_symbols: dict[str, dict[str, tuple[int, int]]] = {}
         self._symbols_lock = threading.Lock()
 
@@ -98,7 +86,44 @@ class Lakehouse:
         return cursor
 
     def snapshot(self, table: str) -> Snapshot:
-        return self.tables[table].snapshot()
+        snapshot = self.tables[table].snapshot()
+        if table in ("alerts", "silver_quotes") and self._seen_versions.get(table) != snapshot.version:
+            self._seen_versions[table] = snapshot.version
+            self._forget_removed_files()
+        return snapshot
+
+    def _forget_removed_files(self) -> None:
+        # A compaction replaces files: what was cached about the old ones is dropped.
+        live = {f.uri for t in ("alerts", "silver_quotes") for f in self._current_files(t)}
+        with self._symbols_lock:
+            for uri in [u for u in self._file_symbols if u not in live]:
+                del self._file_symbols[uri]
+        self._ids.forget_except(live)
+        self._alert_files.forget_except(live)
+
+    def _current_files(self, table: str) -> tuple[DataFile, ...]:
+        current = self.tables[table]._snapshot
+        return current.files if current is not None else ()
+
+    def warm(self) -> None:
+        """Build the caches of what never changes (per-file symbol counts, the alert id index)."""
+        cursor = self._cursor()
+        for table in ("silver_quotes", "alerts"):
+            for data_file in self.snapshot(table).files:
+                self._symbols_in(data_file)
+                if table == "alerts":
+                    self._ids.files_holding("", [data_file], cursor)
+        # The newest alerts files first, as far as the cache holds them.
+        newest_first = sorted(
+            self.snapshot("alerts").files,
+            key=lambda f: f.maximum.get("event_time") or datetime.min.replace(tzinfo=UTC),
+            reverse=True,
+        )
+        budget = self._alert_files.max_bytes
+        for data_file in newest_first:
+            if self._alert_files.size_bytes >= budget * 0.9:
+                break
+            self._alert_files.table(data_file, cursor)
 
     def _rows(
         self, files: Sequence[DataFile], columns: Sequence[str], where: str, params: list[Any], tail: str = ""
@@ -116,6 +141,12 @@ class Lakehouse:
         return [_decoded(dict(zip(names, row, strict=True))) for row in result.fetchall()]
 
     # Alerts --------------------------------------------------------------------------------------
+
+    def _candidates(self, data_file: DataFile, symbol: str | None) -> int:
+        """How many of the file's alerts a query could return: its rows, or its rows of ``symbol``."""
+        if symbol is None:
+            return data_file.rows
+        return self._symbols_in(data_file).get(symbol, (0, 0))[0]
 
     def list_alerts(
         self, filters: AlertFilters, after: Position | None, limit: int
@@ -136,49 +167,39 @@ class Lakehouse:
         files = snapshot.select("event_time", filters.since, until)
         if filters.symbol is not None:
             files = [f for f in files if f.may_hold("symbol", filters.symbol, filters.symbol)]
-        where, params = _alert_predicate(filters, after)
+        conditions = _alert_conditions(filters, after)
         found: list[dict[str, Any]] = []
         groups = (
             snapshot.by_partition_descending(files, "alert_date")
             if "alert_date" in snapshot.partition_columns
             else [(None, files)]
         )
-        # Newest dates first, a growing number of them per query: a page usually fills from the first.
-        index, width = 0, 1
+        # Newest dates first, as many per query as should fill the page: a file's row count (or its
+        # count of the symbol, cached) bounds what it can add; when the other filters leave less, the
+        # next query takes twice as many candidates.
+        index, wanted = 0, limit + 1
         while index < len(groups) and len(found) <= limit:
-            chunk = [f for _, group in groups[index : index + width] for f in group]
-            index, width = index + width, width * 2
-            rows = self._rows(
-                chunk,
-                (*ALERT_COLUMNS, "filename"),
-                where,
-                params,
-                f"ORDER BY event_time DESC, alert_id DESC LIMIT {limit + 1 - len(found)}",
-            )
-            found.extend(rows)
-        self._remember_files(found)
+            chunk, candidates = [], 0
+            while index < len(groups) and (not chunk or candidates < wanted):
+                group = groups[index][1]
+                chunk.extend(group)
+                candidates += sum(self._candidates(f, filters.symbol) for f in group)
+                index += 1
+            wanted *= 2
+            cursor = self._cursor()
+            tables = [self._alert_files.table(f, cursor) for f in chunk]
+            found.extend(_decoded(row) for row in newest(tables, conditions, limit + 1 - len(found)))
         return [_public_alert(row) for row in found[:limit]], len(found) > limit
 
     def find_alert(self, alert_id: str) -> dict[str, Any] | None:
-        """The alert with this id, or None. A file an alert was listed from is looked in first."""
+        """The alert with this id, or None. Only the files whose id index holds its hash are read."""
         snapshot = self.snapshot("alerts")
-        with self._alert_files_lock:
-            known = self._alert_files.get(alert_id)
-        candidates = [f for f in snapshot.files if f.uri == known] if known else []
-        for files in (candidates, [f for f in snapshot.files if f.may_hold("alert_id", alert_id, alert_id)]):
-            rows = self._rows(files, (*ALERT_COLUMNS, "filename"), "alert_id = ?", [alert_id], "LIMIT 1")
+        cursor = self._cursor()
+        for data_file in self._ids.files_holding(alert_id, snapshot.files, cursor):
+            rows = newest([self._alert_files.table(data_file, cursor)], {"alert_id": alert_id}, 1)
             if rows:
-                self._remember_files(rows)
-                return _public_alert(rows[0])
+                return _public_alert(_decoded(rows[0]))
         return None
-
-    def _remember_files(self, rows: list[dict[str, Any]]) -> None:
-        with self._alert_files_lock:
-            for row in rows:
-                self._alert_files[row["alert_id"]] = row["filename"]
-                self._alert_files.move_to_end(row["alert_id"])
-            while len(self._alert_files) > 200_000:
-                self._alert_files.popitem(last=False)
 
     # Quotes, bars, symbols ------------------------------------------------------------------------
 
@@ -214,13 +235,21 @@ class Lakehouse:
     def symbols(self) -> dict[str, dict[str, Any]]:
         """Every symbol with quotes or alerts: {symbol: {quotes, alerts, last_quote}} (per-file counts are
         cached: a data file never changes)."""
-        merged: dict[str, dict[str, Any]] = {}
-        for table, key in (("silver_quotes", "quotes"), ("alerts", "alerts")):
+        snapshots = {}
+        for table in ("silver_quotes", "alerts"):
             try:
-                snapshot = self.snapshot(table)
+                snapshots[table] = self.snapshot(table)
             except TableNotReadable:
                 continue
-            for data_file in snapshot.files:
+        versions = tuple(snapshots[t].version if t in snapshots else -1 for t in ("silver_quotes", "alerts"))
+        memo = self._symbols_memo
+        if memo is not None and memo[0] == versions:
+            return memo[1]
+        merged: dict[str, dict[str, Any]] = {}
+        for table, key in (("silver_quotes", "quotes"), ("alerts", "alerts")):
+            if table not in snapshots:
+                continue
+            for data_file in snapshots[table].files:
                 for symbol, (count, last_us) in self._symbols_in(data_file).items():
                     entry = merged.setdefault(
                         symbol, {"symbol": symbol, "quotes": 0, "alerts": 0, "last_quote": None}
@@ -231,7 +260,9 @@ class Lakehouse:
         for entry in merged.values():
             if entry["last_quote"] is not None:
                 entry["last_quote"] = _from_micros(entry["last_quote"]).replace(tzinfo=UTC)
-        return dict(sorted(merged.items()))
+        result = dict(sorted(merged.items()))
+        self._symbols_memo = (versions, result)
+        return result
 
     def _symbols_in(self, data_file: DataFile) -> dict[str, tuple[int, int]]:
         with self._symbols_lock:
@@ -344,37 +375,67 @@ class Lakehouse:
         return list(latest_by_query.values())
 
 
+class AlertIdIndex:
+    """Per data file of the alerts table, the sorted 64-bit hashes of its alert_ids (8 bytes an alert).
+
+    Built once per file (a file never changes), so finding an alert by id reads one file, not the
+    alert_id column of the whole table. Hashes are DuckDB's ``hash()``, computed by the same process.
+    """
+
+    def __init__(self) -> None:
+        self._by_file: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def files_holding(self, alert_id: str, files: Sequence[DataFile], cursor: Any) -> list[DataFile]:
+        (wanted,) = cursor.execute("SELECT hash(?::VARCHAR)", [alert_id]).fetchone()
+        wanted = np.uint64(wanted)
+        found = []
+        for data_file in files:
+            hashes = self._hashes(data_file, cursor)
+            at = int(np.searchsorted(hashes, wanted))
+            if at < len(hashes) and hashes[at] == wanted:
+                found.append(data_file)
+        return found
+
+    def _hashes(self, data_file: DataFile, cursor: Any) -> np.ndarray:
+        hashes = self._by_file.get(data_file.uri)
+        if hashes is None:
+            sql = "SELECT hash(alert_id) AS h FROM read_parquet(?, hive_partitioning = false)"
+            hashes = np.sort(cursor.execute(sql, [[data_file.uri]]).fetchnumpy()["h"].astype(np.uint64))
+            with self._lock:
+                self._by_file[data_file.uri] = hashes
+        return hashes
+
+    def forget_except(self, live: set[str]) -> None:
+        """Drop the indexes of files no longer in the table (compacted away)."""
+        with self._lock:
+            for uri in [u for u in self._by_file if u not in live]:
+                del self._by_file[uri]
+
+
 def _select_expression(column: str) -> str:
     if column in TIME_COLUMNS:
         return f"epoch_us({column}) AS {column}"
     return column
 
 
-def _alert_predicate(filters: AlertFilters, after: Position | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column in ("symbol", "rule", "severity", "confidence"):
-        value = getattr(filters, column)
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if filters.since is not None:
-        clauses.append("event_time >= ?")
-        params.append(filters.since)
-    if filters.until is not None:
-        clauses.append("event_time < ?")
-        params.append(filters.until)
-    if filters.only_ids is not None:
-        clauses.append("list_contains(?, alert_id)")
-        params.append(sorted(filters.only_ids))
-    if filters.except_ids:
-        clauses.append("NOT list_contains(?, alert_id)")
-        params.append(sorted(filters.except_ids))
-    if after is not None:
-        moment = _from_micros(after.event_time_us)
-        clauses.append("(event_time < ? OR (event_time = ? AND alert_id < ?))")
-        params.extend([moment, moment, after.alert_id])
-    return " AND ".join(clauses), params
+def _alert_conditions(filters: AlertFilters, after: Position | None) -> dict[str, Any]:
+    return {
+        "symbol": filters.symbol,
+        "rule": filters.rule,
+        "severity": filters.severity,
+        "confidence": filters.confidence,
+        "since_us": _micros(filters.since),
+        "until_us": _micros(filters.until),
+        "only_ids": filters.only_ids,
+        "except_ids": filters.except_ids,
+        "after": (after.event_time_us, after.alert_id) if after is not None else None,
+    }
+
+
+def _micros(moment: datetime | None) -> int | None:
+    """Naive UTC → microseconds since the epoch."""
+    return None if moment is None else (moment - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
 def _from_micros(micros: int) -> datetime:
