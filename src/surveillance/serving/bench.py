@@ -173,6 +173,16 @@ def _endpoints(
     }
 
 
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def run_api_bench(
     settings: Settings,
     lakehouse: Path,
@@ -194,6 +204,7 @@ def run_api_bench(
     key = secrets.token_urlsafe(24)
     process, base = start_api(settings, root, key)
     results: list[EndpointResult] = []
+    rss_mb = None
     try:
         started = time.perf_counter()
         wait_until_up(base, key, process)
@@ -214,6 +225,7 @@ def run_api_bench(
                     round(float(ms.max()), 1),
                 )
             )
+        rss_mb = _rss_mb(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -243,12 +255,14 @@ def run_api_bench(
             "yes" if r.p99_ms <= TARGET_P99_MS else "NO",
         )
     console.print(table)
+    console.print(f"the API process held {rss_mb} MB resident (decoded alerts files included)")
     files = {name: sum(1 for _ in (root / name).rglob("*.parquet")) for name in ("alerts", "silver_quotes")}
     report = {
         "lakehouse": {**described, "parquet_files": files},
         "clients": clients,
         "seconds_per_endpoint": seconds,
         "cpu_count": os.cpu_count(),
+        "api_resident_mb": rss_mb,
         "target_p99_ms": TARGET_P99_MS,
         "endpoints": [asdict(r) for r in results],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
