@@ -38,6 +38,8 @@ from pyspark.sql import functions as F
 from rich.console import Console
 from rich.table import Table
 
+from surveillance.checkpoints import committed_offsets as partition_offsets
+from surveillance.checkpoints import detection_checkpoint
 from surveillance.config import Settings, resolve_local_path
 from surveillance.demo import local_run_settings, train_champion, wipe_run_state
 from surveillance.ingestion.generator import DEFAULT_START, generate_quotes, write_jsonl
@@ -46,7 +48,6 @@ from surveillance.kafka.admin import ensure_topics, topic_end_offsets
 from surveillance.kafka.broker import LocalBroker
 from surveillance.lakehouse import ensure_tables, read_table, table_locations, write_table
 from surveillance.models.registry import alias_version
-from surveillance.pipeline.detection import detection_checkpoint
 from surveillance.pipeline.stream import read_quotes, start_stream, wait_for
 from surveillance.spark import get_spark
 
@@ -187,15 +188,8 @@ def measure_peer(settings: Settings, events: int) -> float:
 
 
 def committed_offsets(checkpoint: str) -> int:
-    """Quotes-topic offsets a query has committed (sum over partitions), read from its checkpoint: the
-    offsets of its last batch that has a commit entry."""
-    folder = Path(resolve_local_path(checkpoint))
-    commits = [int(p.name) for p in (folder / "commits").glob("[0-9]*") if p.name.isdigit()]
-    if not commits:
-        return 0
-    lines = (folder / "offsets" / str(max(commits))).read_text().splitlines()
-    # "v1", the batch's metadata, then one line per source: {"topic": {"partition": offset, ...}}.
-    return sum(int(o) for line in lines[2:] for parts in json.loads(line).values() for o in parts.values())
+    """Quotes-topic offsets a query has committed (sum over partitions), read from its checkpoint."""
+    return sum(partition_offsets(checkpoint).values())
 
 
 def quotes_topic_end(settings: Settings) -> int:

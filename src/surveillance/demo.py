@@ -46,7 +46,7 @@ def local_run_settings(env: str | None, own: Sequence[str], overrides: Sequence[
 def wipe_run_state(settings: Settings) -> None:
     """Delete what a previous demo/bench run left: its broker data, tables, checkpoints and (when it is the
     default local one) MLflow store; nothing else."""
-    from surveillance.pipeline.detection import detection_checkpoint
+    from surveillance.checkpoints import detection_checkpoint
 
     owned = [f"{settings.state_dir}/kafka", settings.lakehouse.root, settings.stream.checkpoint_dir]
     owned.append(detection_checkpoint(settings))

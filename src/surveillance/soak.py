@@ -57,6 +57,7 @@ from surveillance.bench import (
     wait_for_first_commit,
     write_paced_quotes,
 )
+from surveillance.checkpoints import detection_checkpoint
 from surveillance.config import Settings, resolve_local_path
 from surveillance.demo import local_run_settings, train_champion, wipe_run_state
 from surveillance.ingestion.replay import ReplayResult, replay_file
@@ -64,7 +65,6 @@ from surveillance.kafka.admin import ensure_topics
 from surveillance.kafka.broker import LocalBroker
 from surveillance.lakehouse import is_table_name, table_locations
 from surveillance.models.registry import alias_version
-from surveillance.pipeline.detection import detection_checkpoint
 
 # Its own state, ports and topics: a soak never touches the demo's, the bench's or a local run's.
 SOAK_OVERRIDES = (

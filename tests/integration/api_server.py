@@ -38,6 +38,7 @@ def api_overrides(settings: Settings) -> list[str]:
     return [
         f"state_dir={settings.state_dir}",
         f"lakehouse.root={settings.lakehouse.root}",
+        f"stream.checkpoint_dir={settings.stream.checkpoint_dir}",
         f"kafka.bootstrap_servers={settings.kafka.bootstrap_servers}",
         f"kafka.topics.alerts={settings.kafka.topics.alerts}",
         f"kafka.topics.quotes={settings.kafka.topics.quotes}",

@@ -15,9 +15,9 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from surveillance.checkpoints import detection_checkpoint
 from surveillance.config import Settings
 from surveillance.kafka.admin import topic_end_offsets
-from surveillance.pipeline.detection import detection_checkpoint
 from surveillance.pipeline.stream import CRASH_ENV
 
 _SECURITY_KEYS = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -207,6 +208,14 @@ def test_symbols_bars_quality_and_health(served: Served) -> None:
     queries = {q["query_name"]: q for q in health["queries"]}
     for name, rows in progress.groupby(progress.query_name.fillna("quotes_to_lakehouse")):
         assert queries[name]["batch_id"] == rows.loc[rows.finished_at.idxmax()].batch_id
+        # Everything sent was read: no backlog.
+        assert queries[name]["kafka_lag_records"] == 0
+    # Quotes the stopped stream has not read show as each query's backlog.
+    line = '{"event_id": "lag-%d", "symbol": "LAGX", "event_time": "2026-11-20T15:00:00Z", "price": 10.0}'
+    served.pipeline.send_lines([line % i for i in range(25)], name="lag.jsonl")
+    time.sleep(2.1)  # health caches the backlog for 2 s
+    lagging = {q["query_name"]: q["kafka_lag_records"] for q in served.get("/v1/health").json()["queries"]}
+    assert set(lagging.values()) == {25}, lagging
 
 
 def test_keys_roles_and_rotation(served: Served) -> None:

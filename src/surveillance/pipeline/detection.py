@@ -36,7 +36,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
-from surveillance.config import Settings, interval_seconds, resolve_local_path
+from surveillance.checkpoints import detection_checkpoint
+from surveillance.config import Settings, interval_seconds
 from surveillance.detection.episodes import OpenEpisode, assign_episodes, read_open_episodes
 from surveillance.detection.rules import rule_windows
 from surveillance.detection.symbol_state import (
@@ -156,15 +157,6 @@ def as_rule_context(context: DataFrame, stream_id: str, batch_id: int, started_a
     flags = ("is_late", "is_out_of_order")
     context_only = [name for name in context.columns if name not in (*INPUT_SCHEMA.fieldNames(), *flags)]
     return context.select(*silver_like, *context_only)
-
-
-def detection_checkpoint(settings: Settings) -> str:
-    """The detection query's checkpoint: configured, or beside the lakehouse query's."""
-    configured = settings.detection.checkpoint_dir
-    if configured:
-        return resolve_local_path(configured)
-    lakehouse = resolve_local_path(settings.stream.checkpoint_dir).rstrip("/")
-    return f"{lakehouse.rsplit('/', 1)[0]}/{settings.detection.query_name}"
 
 
 def last_committed_batch(spark: SparkSession, checkpoint: str) -> int:

@@ -214,6 +214,11 @@ class QueryHealth(BaseModel):
     seconds_since_batch: float | None
     max_event_time: datetime | None
     event_time_lag_seconds: float | None
+    kafka_lag_records: int | None = Field(
+        None,
+        description="quotes in the topic the query has not committed: end offsets minus the offsets of "
+        "its last committed batch (null when its checkpoint is not on this machine or Kafka is away)",
+    )
 
 
 class Health(BaseModel):
@@ -263,6 +268,7 @@ class Services:
         )
         self.actions = ActionLog(locations["alert_actions"])
         self.started = time.monotonic()
+        self.backlog: tuple[float, dict[str, int]] | None = None
 
     def warm_up(self) -> None:
         """Read the snapshots, footers and symbol lists once, so the first requests are not the slow ones."""
@@ -717,5 +723,31 @@ def _health(services: Services) -> Health:
                     else None,
                 )
             )
+    backlog = _kafka_backlog(services)
+    queries = [q.model_copy(update={"kafka_lag_records": backlog.get(q.query_name)}) for q in queries]
     status: Literal["ok", "degraded"] = "ok" if all(t.reachable for t in tables.values()) else "degraded"
     return Health(status=status, tables=tables, queries=queries, checked_at=now)
+
+
+def _kafka_backlog(services: Services) -> dict[str, int]:
+    """{query: quotes not yet committed}, for queries whose checkpoint is a local folder; cached 2 s."""
+    cached = services.backlog
+    if cached is not None and time.monotonic() - cached[0] < 2.0:
+        return cached[1]
+    from surveillance.checkpoints import committed_offsets, query_checkpoints
+    from surveillance.kafka.admin import topic_end_offsets
+
+    backlog: dict[str, int] = {}
+    local = {q: c for q, c in query_checkpoints(services.settings).items() if Path(c).is_dir()}
+    if local:
+        try:
+            ends = topic_end_offsets(services.settings.kafka, services.settings.kafka.topics.quotes)
+        except Exception as exc:  # Kafka away or the topic gone: health says so through nulls
+            log.info("no Kafka end offsets for health: %s", exc)
+            ends = None
+        if ends is not None:
+            for query, checkpoint in local.items():
+                committed = committed_offsets(checkpoint)
+                backlog[query] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+    services.backlog = (time.monotonic(), backlog)
+    return backlog
