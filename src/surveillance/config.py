@@ -576,6 +576,8 @@ class LiveFeedSettings(_Strict):
     # How many records before a resume position are read again to drop alerts the client already has
     # (the publisher resends a batch it is unsure of, with the same alert_id).
     dedup_lookback: int = Field(2000, ge=0)
+    # Each live client holds a Kafka consumer and a thread of its own; beyond this many, a 503.
+    max_clients: int = Field(64, ge=1, le=1024)
 
     _interval = field_validator("heartbeat")(_check_interval)
 
@@ -603,6 +605,9 @@ class ServingSettings(_Strict):
     cache_mb: int = Field(1024, ge=16)
     # Storage paths for tables named catalog.schema.table (delta-rs reads paths, not metastore names).
     table_paths: dict[str, str] = Field(default_factory=dict)
+    # SQL run once on the API's DuckDB connection before any read: what object-store tables need, e.g.
+    # ["INSTALL httpfs", "LOAD httpfs", "CREATE SECRET (TYPE s3, PROVIDER credential_chain)"].
+    duckdb_setup: list[str] = Field(default_factory=list)
     live: LiveFeedSettings = LiveFeedSettings()
 
     _intervals = field_validator("refresh_interval", "quote_window", "max_quote_window")(_check_interval)

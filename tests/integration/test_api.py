@@ -152,6 +152,9 @@ def test_bad_input_is_a_4xx_naming_the_parameter(served: Served) -> None:
         "/v1/alerts/0123456789abcdef0123456789abcdef": (404, "alert_id"),
         "/v1/alerts/not-an-id": (422, "alert_id"),
         "/v1/symbols/NOPE/bars": (404, "symbol"),
+        # Valid ISO times with no UTC equivalent.
+        "/v1/alerts?since=0001-01-01T00:00:00%2B01:00": (400, "since"),
+        "/v1/symbols/NOPE/bars?until=9999-12-31T23:59:59-01:00": (400, "until"),
     }
     for path, (status, parameter) in cases.items():
         response = httpx.get(served.api.base + path, headers={"X-API-Key": ANALYST_SECRET})
@@ -364,7 +367,31 @@ def test_live_feed_delivers_and_resumes_without_duplicates(served: Served) -> No
         headers={"X-API-Key": ANALYST_SECRET, "Last-Event-ID": "nonsense"},
     )
     assert response.status_code == 400 and "Last-Event-ID" in response.text
+    response = httpx.get(
+        f"{served.api.base}/v1/alerts/live",
+        headers={"X-API-Key": ANALYST_SECRET, "Last-Event-ID": f"0:{1 << 63}"},
+    )
+    assert response.status_code == 400 and "Last-Event-ID" in response.text
+    # A client that drops before its first alert still has a position to come back to.
+    fourth = uuid.uuid4().hex
+    position = _opening_position(served.api.base)
+    publish(fourth)
+    assert [e["alert"]["alert_id"] for e in _read_events(served.api.base, 1, position, lambda: None)] == [
+        fourth
+    ]
     publisher.producer.close()
+
+
+def _opening_position(base: str) -> str:
+    """The position the live feed sends as soon as a client connects (then disconnect)."""
+    with httpx.stream(
+        "GET", f"{base}/v1/alerts/live", headers={"X-API-Key": ANALYST_SECRET}, timeout=httpx.Timeout(60)
+    ) as stream:
+        assert stream.status_code == 200, stream.read()
+        for line in stream.iter_lines():
+            if line.startswith("id:"):
+                return line.partition(":")[2].strip()
+    raise AssertionError("the feed closed before sending a position")
 
 
 def test_openapi_contract_holds_under_schemathesis(served: Served, tmp_path: Path) -> None:

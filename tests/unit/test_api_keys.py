@@ -68,3 +68,29 @@ def test_rotation_through_the_secret_file(tmp_path: Path) -> None:
     assert store.authenticate(C) == Principal("val", "viewer")
     with pytest.raises(ConfigError, match="does not exist"):
         keys({"KEYS_FILE": str(tmp_path / "missing")})
+
+
+def test_secret_file_emptied_unreadable_or_removed(tmp_path: Path) -> None:
+    secret_file = tmp_path / "keys"
+    secret_file.write_text(f"val:viewer:{B}\n")
+    store = keys({"KEYS": f"amy:analyst:{A}", "KEYS_FILE": str(secret_file)})
+    stat = secret_file.stat()
+
+    def touch(step: int) -> None:
+        os.utime(secret_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + step * 1_000_000))
+
+    # Caught between a truncate and a write: the last keys still apply.
+    secret_file.write_text("")
+    touch(1)
+    assert store.authenticate(B) == Principal("val", "viewer")
+    # Not readable (a directory stands in for a permission error, which root never gets): same.
+    secret_file.unlink()
+    secret_file.mkdir()
+    assert store.authenticate(B) == Principal("val", "viewer")
+    # Removed: the file's keys are revoked, the environment's stay.
+    secret_file.rmdir()
+    assert store.authenticate(B) is None
+    assert store.authenticate(A) == Principal("amy", "analyst")
+    # Back: read again.
+    secret_file.write_text(f"val:viewer:{C}\n")
+    assert store.authenticate(C) == Principal("val", "viewer")

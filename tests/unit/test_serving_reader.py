@@ -149,3 +149,83 @@ def _arrow(spark_type: T.DataType) -> pa.DataType:
 def test_delta_rs_schemas_match_the_tables(spec: object, schema: pa.Schema) -> None:
     """What the API appends (alert_actions) and the bench synthesizes have the tables' columns and types."""
     assert [(f.name, _arrow(f.dataType)) for f in spec.schema.fields] == [(f.name, f.type) for f in schema]
+
+
+def test_files_written_before_a_column_existed(tmp_path: Path, lake: Path) -> None:
+    """Alerts files without episode_id (older releases) and newer ones with it are read together."""
+    import shutil
+
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy, ignore=shutil.ignore_patterns("alerts"))
+    alerts = DeltaTable(str(lake / "alerts")).to_pyarrow_table()
+    older, newer = alerts.slice(0, 600), alerts.slice(600)
+    write_deltalake(
+        str(copy / "alerts"),
+        older.drop_columns(["episode_id"]),
+        mode="overwrite",
+        partition_by=["alert_date"],
+    )
+    write_deltalake(
+        str(copy / "alerts"), newer, mode="append", partition_by=["alert_date"], schema_mode="merge"
+    )
+    lakehouse = reader(copy)
+    lakehouse.warm()
+    table = DeltaTable(str(copy / "alerts")).to_pandas()
+    assert table.episode_id.isna().sum() == 600
+    assert walk(lakehouse, AlertFilters(), 250) == expected(table)
+    old = lakehouse.find_alert(older["alert_id"][5].as_py())
+    assert old is not None and old["episode_id"] is None
+    new = lakehouse.find_alert(newer["alert_id"][5].as_py())
+    assert new is not None and new["episode_id"] == newer["episode_id"][5].as_py()
+
+
+def test_stream_progress_before_query_names(tmp_path: Path, lake: Path) -> None:
+    """The first release wrote stream_progress without query_name: its batches are the quotes query's."""
+    finished = pd.Timestamp("2026-12-01 10:00:00", tz="UTC")
+    progress = pa.table(
+        {
+            "stream_id": ["s1", "s1"],
+            "batch_id": pa.array([4, 5], pa.int64()),
+            "finished_at": pa.array(
+                [finished, finished + pd.Timedelta(seconds=2)], pa.timestamp("us", tz="UTC")
+            ),
+            "max_event_time": pa.array([finished, finished], pa.timestamp("us", tz="UTC")),
+            "records_in": pa.array([10, 12], pa.int64()),
+        }
+    )
+    names = ("alerts", "silver_quotes", "gold_bars_1m", "dq_results")
+    write_deltalake(str(tmp_path / "stream_progress"), progress)
+    locations = {n: str(lake / n) for n in names} | {"stream_progress": str(tmp_path / "stream_progress")}
+    (batch,) = Lakehouse(locations, refresh_seconds=0).last_batches()
+    assert (batch["query_name"], batch["batch_id"], batch["records_in"]) == ("quotes_to_lakehouse", 5, 12)
+
+
+def test_naive_utc_bounds_do_not_move_with_the_host_time_zone(
+    lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server in New York compares what one in UTC does (a DuckDB cursor starts in the host zone)."""
+    import time
+
+    silver = DeltaTable(str(lake / "silver_quotes")).to_pandas()
+    row = silver.iloc[4321]
+    moment = row.event_time.tz_convert(None).to_pydatetime()
+    in_utc = [q["event_id"] for q in reader(lake).quotes_around(row.symbol, moment, 30)]
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        in_new_york = [q["event_id"] for q in reader(lake).quotes_around(row.symbol, moment, 30)]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert row.event_id in in_utc
+    assert in_new_york == in_utc
+
+
+def test_timestamp_statistics_are_milliseconds() -> None:
+    """Delta keeps a file's maximum timestamp in milliseconds: a bound within that must not skip the file."""
+    from surveillance.serving.delta_files import DataFile
+
+    stat = datetime(2026, 12, 1, 10, 0, 0, 123000)
+    data_file = DataFile("f", "f", 1, {}, {"event_time": stat}, {"event_time": stat})
+    assert data_file.may_hold("event_time", stat + timedelta(microseconds=999), None)
+    assert not data_file.may_hold("event_time", stat + timedelta(milliseconds=2), None)

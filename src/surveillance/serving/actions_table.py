@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections import defaultdict
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
@@ -61,7 +60,9 @@ class ActionLog:
         self.storage_options = storage_options
         self._lock = threading.Lock()
         self._files_read: set[str] = set()
-        self._by_alert: dict[str, list[ActionRecord]] = defaultdict(list)
+        # alert_id → its actions, oldest first. A list is replaced, never changed in place: readers on
+        # other threads see the old history or the new one, never one being sorted.
+        self._by_alert: dict[str, list[ActionRecord]] = {}
         self._action_ids: set[str] = set()
         self._version: int | None = None
 
@@ -95,9 +96,8 @@ class ActionLog:
         if record.action_id in self._action_ids:
             return
         self._action_ids.add(record.action_id)
-        history = self._by_alert[record.alert_id]
-        history.append(record)
-        history.sort(key=lambda r: (r.acted_at, r.action_id))
+        history = [*self._by_alert.get(record.alert_id, ()), record]
+        self._by_alert[record.alert_id] = sorted(history, key=lambda r: (r.acted_at, r.action_id))
 
     def history(self, alert_id: str) -> list[ActionRecord]:
         """The alert's actions, oldest first."""
@@ -163,7 +163,5 @@ class ActionLog:
 def _after_last(now: datetime, history: list[ActionRecord] | None) -> datetime:
     # Two actions in one microsecond (or a clock step back) keep their order of recording.
     if history and history[-1].acted_at >= now:
-        from datetime import timedelta
-
         return history[-1].acted_at + timedelta(microseconds=1)
     return now

@@ -19,23 +19,26 @@ import pyarrow.compute as pc
 from surveillance.serving.delta_files import DataFile
 
 TIME_COLUMNS = ("event_time", "detected_at", "source_kafka_timestamp")
-ALERT_COLUMNS = (
-    "alert_id",
-    "symbol",
-    "event_time",
-    "event_id",
-    "rule",
-    "score",
-    "threshold",
-    "severity",
-    "confidence",
-    "details",
-    "detected_at",
-    "source_partition",
-    "source_offset",
-    "source_kafka_timestamp",
-    "episode_id",
-)
+# The columns the API reads and the DuckDB type each is decoded to, whatever wrote the file: every cached
+# table has this schema, so files written before a column existed concatenate with newer ones.
+ALERT_TYPES = {
+    "alert_id": "VARCHAR",
+    "symbol": "VARCHAR",
+    "event_time": "BIGINT",
+    "event_id": "VARCHAR",
+    "rule": "VARCHAR",
+    "score": "DOUBLE",
+    "threshold": "DOUBLE",
+    "severity": "VARCHAR",
+    "confidence": "VARCHAR",
+    "details": "VARCHAR",
+    "detected_at": "BIGINT",
+    "source_partition": "INTEGER",
+    "source_offset": "BIGINT",
+    "source_kafka_timestamp": "BIGINT",
+    "episode_id": "VARCHAR",
+}
+ALERT_COLUMNS = tuple(ALERT_TYPES)
 
 
 class AlertFileCache:
@@ -67,10 +70,10 @@ class AlertFileCache:
 
     @staticmethod
     def _load(data_file: DataFile, cursor: Any) -> pa.Table:
-        # union_by_name: files from before a column existed (episode_id) read it as NULL.
-        select = ", ".join(f"epoch_us({c})::BIGINT AS {c}" if c in TIME_COLUMNS else c for c in ALERT_COLUMNS)
-        sql = f"SELECT {select} FROM read_parquet(?, union_by_name = true, hive_partitioning = false)"
-        return cursor.sql(sql, params=[[data_file.uri]]).to_arrow_table().combine_chunks()
+        present = parquet_columns(data_file.uri, cursor)
+        select = ", ".join(_decoded_column(column, column in present) for column in ALERT_COLUMNS)
+        sql = f"SELECT {select} FROM read_parquet(?, hive_partitioning = false)"
+        return cursor.sql(sql, params=[data_file.uri]).to_arrow_table().combine_chunks()
 
     def forget_except(self, live: set[str]) -> None:
         with self._lock:
@@ -80,6 +83,21 @@ class AlertFileCache:
     @property
     def size_bytes(self) -> int:
         return self._bytes
+
+
+def parquet_columns(uri: str, cursor: Any) -> frozenset[str]:
+    """The column names one Parquet file holds (its footer only)."""
+    described = cursor.execute("DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false)", [uri])
+    return frozenset(row[0] for row in described.fetchall())
+
+
+def _decoded_column(column: str, present: bool) -> str:
+    wanted = ALERT_TYPES[column]
+    if not present:  # written before the column existed (episode_id came later): NULL, typed
+        return f"CAST(NULL AS {wanted}) AS {column}"
+    if column in TIME_COLUMNS:
+        return f"epoch_us({column})::BIGINT AS {column}"
+    return f"CAST({column} AS {wanted}) AS {column}"
 
 
 def matching(table: pa.Table, conditions: dict[str, Any]) -> pa.Array | None:

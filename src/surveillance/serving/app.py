@@ -12,8 +12,11 @@ import gc
 import hashlib
 import json
 import logging
+import re
+import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -40,7 +43,14 @@ from surveillance.serving.alert_status import (
 from surveillance.serving.auth import ApiKeys, Principal
 from surveillance.serving.delta_files import TableNotReadable
 from surveillance.serving.lakehouse_reader import AlertFilters, Lakehouse, Position
-from surveillance.serving.live_feed import AlertTail, BadPosition, NoAlertsTopic, parse_position, sse_frames
+from surveillance.serving.live_feed import (
+    AlertTail,
+    BadPosition,
+    NoAlertsTopic,
+    parse_position,
+    position_frame,
+    sse_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,8 @@ Confidence = Literal["low", "high"]
 Status = Literal["open", "acknowledged", "assigned", "escalated", "closed"]
 ActionName = Literal["acknowledge", "assign", "escalate", "close", "reopen"]
 ALERT_ID = r"^[0-9a-f]{32}$"
+# Event times a cursor may carry, in microseconds since the epoch: what a datetime holds (years 1 to 9999).
+CURSOR_MICROS = (-62_135_596_800_000_000, 253_402_300_799_999_998)
 SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._\-=^/]{0,31}$"
 STATIC = resources.files("surveillance.serving") / "static"
 assert set(STATUSES) == set(Status.__args__) and set(ACTIONS) == set(ActionName.__args__)  # type: ignore[attr-defined]
@@ -67,21 +79,21 @@ class Alert(BaseModel):
     alert_id: str
     symbol: str
     event_time: datetime
-    event_id: str | None
+    event_id: str | None = None
     rule: str
-    score: float | None
-    threshold: float | None
-    severity: str | None
-    confidence: str | None
-    details: dict[str, Any]
-    detected_at: datetime | None
-    alert_date: date | None
-    source_partition: int | None
-    source_offset: int | None
-    source_kafka_timestamp: datetime | None
-    episode_id: str | None
+    score: float | None = None
+    threshold: float | None = None
+    severity: str | None = None
+    confidence: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    detected_at: datetime | None = None
+    alert_date: date | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    source_kafka_timestamp: datetime | None = None
+    episode_id: str | None = None
     status: Status
-    assignee: str | None
+    assignee: str | None = None
 
 
 class AlertPage(BaseModel):
@@ -265,8 +277,14 @@ class Services:
             locations,
             interval_seconds(settings.serving.refresh_interval),
             cache_bytes=settings.serving.cache_mb << 20,
+            duckdb_setup=settings.serving.duckdb_setup,
         )
         self.actions = ActionLog(locations["alert_actions"])
+        # Live clients block a thread each in Kafka polls: their own pool, so they never starve the
+        # threads the other routes run on.
+        live_clients = settings.serving.live.max_clients
+        self.live_threads = ThreadPoolExecutor(live_clients + 1, thread_name_prefix="live-feed")
+        self.live_slots = threading.BoundedSemaphore(live_clients)
         self.started = time.monotonic()
         self.backlog: tuple[float, dict[str, int]] | None = None
 
@@ -301,6 +319,8 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         gc.collect()
         gc.freeze()
         yield
+        # Open live feeds end with the process; their consumers close as their threads finish.
+        services.live_threads.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -363,7 +383,7 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         limit: int,
         cursor: str | None,
     ) -> AlertPage:
-        since_utc, until_utc = _naive_utc(since), _naive_utc(until)
+        since_utc, until_utc = _query_time(since, "since"), _query_time(until, "until")
         if since_utc is not None and until_utc is not None and since_utc >= until_utc:
             raise HTTPException(400, "until must be later than since (parameter until)")
         if symbol is not None:
@@ -446,29 +466,43 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         except BadPosition as exc:
             raise HTTPException(400, f"{exc} (header Last-Event-ID)") from exc
         heartbeat = interval_seconds(serving.live.heartbeat)
-        try:
-            tail = await asyncio.to_thread(AlertTail, settings.kafka, resume, serving.live.dedup_lookback)
-        except NoAlertsTopic as exc:
-            raise HTTPException(503, str(exc)) from exc
-        except KafkaError as exc:
+        if not services.live_slots.acquire(blocking=False):
             raise HTTPException(
-                503, f"Kafka at {settings.kafka.bootstrap_servers} cannot be reached: {exc}"
-            ) from exc
+                503, f"{serving.live.max_clients} live clients already (serving.live.max_clients)"
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            tail = await loop.run_in_executor(
+                services.live_threads, AlertTail, settings.kafka, resume, serving.live.dedup_lookback
+            )
+        except BaseException as exc:
+            services.live_slots.release()
+            if isinstance(exc, NoAlertsTopic):
+                raise HTTPException(503, str(exc)) from exc
+            if isinstance(exc, KafkaError):
+                raise HTTPException(
+                    503, f"Kafka at {settings.kafka.bootstrap_servers} cannot be reached: {exc}"
+                ) from exc
+            raise
 
         async def frames() -> Any:
             last_sent = time.monotonic()
             try:
-                yield "retry: 2000\n\n"
+                # The position at once: a client that drops before its first alert resumes from here.
+                yield "retry: 2000\n" + position_frame(tail.current_position())
                 while not await request.is_disconnected():
-                    events = await asyncio.to_thread(tail.poll, 1.0)
+                    events = await loop.run_in_executor(services.live_threads, tail.poll, 1.0)
                     for frame in sse_frames(events, lambda alert: _live_alert(services.actions, alert)):
                         yield frame
                         last_sent = time.monotonic()
                     if time.monotonic() - last_sent >= heartbeat:
-                        yield ": ping\n\n"
+                        # Records passed over (resent duplicates, foreign records) move the position too.
+                        yield position_frame(tail.current_position(), "ping")
                         last_sent = time.monotonic()
             finally:
-                await asyncio.to_thread(tail.close)
+                # Not awaited: a cancelled stream cannot wait; the close runs on a live thread.
+                services.live_threads.submit(tail.close)
+                services.live_slots.release()
 
         return StreamingResponse(
             frames(),
@@ -559,7 +593,7 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1440,
     ) -> Bars:
         """The symbol's one-minute bars (gold), oldest first."""
-        since_utc, until_utc = _naive_utc(since), _naive_utc(until)
+        since_utc, until_utc = _query_time(since, "since"), _query_time(until, "until")
         if since_utc is not None and until_utc is not None and since_utc >= until_utc:
             raise HTTPException(400, "until must be later than since (parameter until)")
         _known_symbol(services, symbol)
@@ -627,6 +661,14 @@ def _naive_utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def _query_time(moment: datetime | None, parameter: str) -> datetime | None:
+    """A time from the query as naive UTC; one that has no UTC equivalent is the client's error."""
+    try:
+        return _naive_utc(moment)
+    except (OverflowError, ValueError) as exc:
+        raise HTTPException(400, f"{moment} is out of range in UTC (parameter {parameter})") from exc
+
+
 def _known_symbol(services: Services, symbol: str) -> None:
     if symbol not in services.lakehouse.symbols():
         raise HTTPException(404, f"unknown symbol {symbol!r} (parameter symbol): no quotes or alerts for it")
@@ -647,8 +689,10 @@ def _decode_cursor(cursor: str, fingerprint: str) -> Position:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         micros, alert_id, seen = json.loads(raw)
-        if not (isinstance(micros, int) and isinstance(alert_id, str) and isinstance(seen, str)):
+        if not (type(micros) is int and isinstance(alert_id, str) and isinstance(seen, str)):
             raise ValueError("shape")
+        if not (CURSOR_MICROS[0] <= micros <= CURSOR_MICROS[1] and re.match(ALERT_ID, alert_id)):
+            raise ValueError("range")
     except (ValueError, binascii.Error, TypeError) as exc:
         raise HTTPException(400, "not a cursor this API wrote (parameter cursor)") from exc
     if seen != fingerprint:

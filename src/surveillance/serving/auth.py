@@ -2,7 +2,8 @@
 
 Secrets are kept only as SHA-256 digests, and a presented key is compared with every stored digest in
 constant time, so how long a check takes says nothing about which key came close. The secret file is
-read again when it changes: a key is rotated by rewriting the file, without a restart.
+read again when it changes: a key is rotated by rewriting the file, without a restart (write a new file
+and rename it over the old one, so no reader sees it half-written).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -17,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from surveillance.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+log = logging.getLogger(__name__)
 
 VIEWER, ANALYST = "viewer", "analyst"
 ROLES = (VIEWER, ANALYST)
@@ -78,24 +84,43 @@ class ApiKeys:
         self._file_stamp: tuple[int, int] | None = None
         self._from_file: list[_StoredKey] = []
         self._lock = threading.Lock()
-        self._reload_file()
+        self._reload_file(at_start=True)
         if not self._from_env and not self._from_file:
             raise ConfigError(
                 f"no API keys: set ${keys_env} (or ${file_env} to a secret file) to name:role:secret "
                 f"entries, role one of {', '.join(ROLES)}"
             )
 
-    def _reload_file(self) -> None:
+    def _reload_file(self, at_start: bool = False) -> None:
         if self._file is None:
             return
         try:
             stat = self._file.stat()
         except FileNotFoundError as exc:
-            raise ConfigError(f"${self._file_env} names {self._file}, which does not exist") from exc
+            if at_start:
+                raise ConfigError(f"${self._file_env} names {self._file}, which does not exist") from exc
+            if self._from_file:
+                # The secret was deleted (unmounted): its keys no longer open anything.
+                log.warning("%s is gone: the %d keys it held are revoked", self._file, len(self._from_file))
+            self._from_file, self._file_stamp = [], None
+            return
         stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp != self._file_stamp:
-            self._from_file = parse_keys(self._file.read_text(), f"${self._file_env} ({self._file})")
-            self._file_stamp = stamp
+        if stamp == self._file_stamp:
+            return
+        try:
+            text = self._file.read_text()
+        except OSError as exc:
+            if at_start:
+                raise ConfigError(
+                    f"${self._file_env} names {self._file}, which cannot be read: {exc}"
+                ) from exc
+            log.warning("%s cannot be read (%s): the keys read last still apply", self._file, exc)
+            return
+        if not text.strip() and not at_start:
+            # Caught between a truncate and a write: keep the last keys and look again next time.
+            return
+        self._from_file = parse_keys(text, f"${self._file_env} ({self._file})")
+        self._file_stamp = stamp
 
     def authenticate(self, presented: str | None) -> Principal | None:
         """The key's principal, or None. Every stored digest is compared, whatever matches."""

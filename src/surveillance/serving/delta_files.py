@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
+
+STATS_PRECISION = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class DataFile:
     def may_hold(self, column: str, low: Any = None, high: Any = None) -> bool:
         """False only when the file's statistics prove no row has ``low <= column <= high``."""
         lo, hi = self.minimum.get(column), self.maximum.get(column)
+        if isinstance(hi, datetime):
+            # Delta keeps timestamp statistics in milliseconds: the true maximum may be up to 999 µs later.
+            hi = hi + STATS_PRECISION
         if low is not None and hi is not None and _comparable(hi, low) < low:
             return False
         return not (high is not None and lo is not None and _comparable(lo, high) > high)

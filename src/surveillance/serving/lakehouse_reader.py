@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from surveillance.serving.alert_cache import ALERT_COLUMNS, AlertFileCache, newest
+from surveillance.serving.alert_cache import ALERT_COLUMNS, AlertFileCache, newest, parquet_columns
 from surveillance.serving.delta_files import DataFile, DeltaFiles, Snapshot, TableNotReadable
 
 TIME_COLUMNS = frozenset({"event_time", "detected_at", "source_kafka_timestamp", "bar_start", "run_time"})
@@ -57,6 +57,7 @@ class Lakehouse:
         refresh_seconds: float = 1.0,
         storage_options: dict[str, str] | None = None,
         cache_bytes: int = 1 << 30,
+        duckdb_setup: Sequence[str] = (),
     ) -> None:
         import duckdb
 
@@ -66,10 +67,12 @@ class Lakehouse:
             for name in ("alerts", "silver_quotes", "gold_bars_1m", "dq_results", "stream_progress")
         }
         self._duck = duckdb.connect(":memory:", config={"threads": 2})
-        self._duck.execute("SET TimeZone = 'UTC'")
         # Parquet footers of immutable files: read once.
         self._duck.execute("SET enable_object_cache = true")
+        for statement in duckdb_setup:
+            self._duck.execute(statement)
         self._local = threading.local()
+        self._file_columns: dict[str, frozenset[str]] = {}
         self._ids = AlertIdIndex()
         self._alert_files = AlertFileCache(cache_bytes)
         self._seen_versions: dict[str, int] = {}
@@ -83,7 +86,20 @@ class Lakehouse:
         cursor = getattr(self._local, "cursor", None)
         if cursor is None:
             cursor = self._local.cursor = self._duck.cursor()
+            # A cursor is a session of its own: it does not inherit the connection's time zone, and naive
+            # UTC parameters compared with time-zone-aware columns must not shift by the host's zone.
+            cursor.execute("SET TimeZone = 'UTC'")
         return cursor
+
+    def _columns_of(self, files: Sequence[DataFile]) -> frozenset[str]:
+        """The columns any of ``files`` holds (each file's footer read once: a data file never changes)."""
+        present: set[str] = set()
+        for data_file in files:
+            columns = self._file_columns.get(data_file.uri)
+            if columns is None:
+                columns = self._file_columns[data_file.uri] = parquet_columns(data_file.uri, self._cursor())
+            present |= columns
+        return frozenset(present)
 
     def snapshot(self, table: str) -> Snapshot:
         snapshot = self.tables[table].snapshot()
@@ -98,6 +114,9 @@ class Lakehouse:
         with self._symbols_lock:
             for uri in [u for u in self._file_symbols if u not in live]:
                 del self._file_symbols[uri]
+            every_table = {f.uri for t in self.tables for f in self._current_files(t)}
+            for uri in [u for u in self._file_columns if u not in every_table]:
+                del self._file_columns[uri]
         self._ids.forget_except(live)
         self._alert_files.forget_except(live)
 
@@ -130,7 +149,9 @@ class Lakehouse:
     ) -> list[dict[str, Any]]:
         if not files:
             return []
-        select = ", ".join(_select_expression(c) for c in columns)
+        present = self._columns_of(files)
+        # A column none of the files holds yet (added by a later release) reads as NULL.
+        select = ", ".join(_select_expression(c) if c in present else f"NULL AS {c}" for c in columns)
         sql = (
             f"SELECT {select} FROM read_parquet(?, union_by_name = true, hive_partitioning = false, "
             f"filename = true) WHERE {where or 'true'} {tail}"
@@ -352,8 +373,10 @@ class Lakehouse:
         if latest is not None:
             horizon = latest.replace(tzinfo=None) - timedelta(hours=6)
             files = [f for f in files if f.may_hold("finished_at", horizon, None)]
+        # query_name came with the second query; older files hold the first query's batches only.
+        query_name = "query_name" if "query_name" in self._columns_of(files) else "NULL"
         sql = (
-            "SELECT coalesce(query_name, 'quotes_to_lakehouse') AS query_name, stream_id, "
+            f"SELECT coalesce({query_name}, 'quotes_to_lakehouse') AS query_name, stream_id, "
             "arg_max(batch_id, finished_at) AS batch_id, epoch_us(max(finished_at)) AS finished_at, "
             "epoch_us(arg_max(max_event_time, finished_at)) AS max_event_time, "
             "arg_max(coalesce(records_in, 0), finished_at) AS records_in "

@@ -10,7 +10,9 @@ alert_id), so the feed drops alert_ids it has already delivered, and on a resume
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from typing import Any
 
 from surveillance.config import KafkaSettings
 
+log = logging.getLogger(__name__)
 _POSITION = re.compile(r"^\d{1,6}:\d{1,19}(,\d{1,6}:\d{1,19})*$")
 SEEN_CAPACITY = 50_000
+MAX_OFFSET = (1 << 63) - 1  # Kafka offsets are signed 64-bit
 
 
 class NoAlertsTopic(RuntimeError):
@@ -34,7 +38,10 @@ def parse_position(text: str) -> dict[int, int]:
     """``0:12,1:7`` → {0: 12, 1: 7}."""
     if not _POSITION.match(text.strip()):
         raise BadPosition("Last-Event-ID must look like '0:1284' or '0:1284,1:77' (partition:next offset)")
-    return {int(p): int(o) for p, o in (part.split(":") for part in text.strip().split(","))}
+    position = {int(p): int(o) for p, o in (part.split(":") for part in text.strip().split(","))}
+    if any(offset > MAX_OFFSET for offset in position.values()):
+        raise BadPosition(f"Last-Event-ID offsets must not exceed {MAX_OFFSET}")
+    return position
 
 
 def format_position(position: dict[int, int]) -> str:
@@ -48,11 +55,17 @@ class FeedEvent:
 
 
 class AlertTail:
-    """One client's tail of the alerts topic (blocking; the API runs it in a worker thread)."""
+    """One client's tail of the alerts topic (blocking; the API runs it in a worker thread).
+
+    A Kafka consumer is not thread-safe: polling and closing, which the API may run on different
+    threads, take turns.
+    """
 
     def __init__(self, kafka: KafkaSettings, resume: dict[int, int] | None, lookback: int) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
+        self._lock = threading.Lock()
+        self._closed = False
         self.topic = kafka.topics.alerts
         self.consumer = KafkaConsumer(
             enable_auto_commit=False,
@@ -114,9 +127,16 @@ class AlertTail:
             self.seen.popitem(last=False)
         return True
 
+    def current_position(self) -> str:
+        """Where the feed stands: what a client that reconnects now should send as Last-Event-ID."""
+        return format_position(self.position)
+
     def poll(self, timeout_s: float) -> list[FeedEvent]:
         """The new alerts that arrived within ``timeout_s`` (possibly none), in topic order per partition."""
-        polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=500)
+        with self._lock:
+            if self._closed:
+                return []
+            polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=500)
         events: list[FeedEvent] = []
         for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
             for record in records:
@@ -131,7 +151,10 @@ class AlertTail:
         return events
 
     def close(self) -> None:
-        self.consumer.close()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.consumer.close()
 
 
 def _alert_id(record: Any) -> str | None:
@@ -145,6 +168,20 @@ def _alert_id(record: Any) -> str | None:
 
 
 def sse_frames(events: list[FeedEvent], public: Any) -> Iterator[str]:
-    """Server-Sent Event frames for events, ``public`` turning a topic alert into the API's form."""
+    """Server-Sent Event frames for events, ``public`` turning a topic alert into the API's form.
+
+    A record the API cannot show (a producer of another version) is logged and passed over with an
+    id-only frame, so the client's position still moves past it."""
     for event in events:
-        yield f"id: {event.id}\nevent: alert\ndata: {json.dumps(public(event.alert), default=str)}\n\n"
+        try:
+            data = json.dumps(public(event.alert), default=str)
+        except Exception:  # one odd record must not end the client's feed
+            log.exception("live feed: alert %r cannot be shown", event.alert.get("alert_id"))
+            yield position_frame(event.id)
+            continue
+        yield f"id: {event.id}\nevent: alert\ndata: {data}\n\n"
+
+
+def position_frame(position: str, comment: str = "") -> str:
+    """A frame with no event: it moves the client's Last-Event-ID (and, as a comment, keeps the line busy)."""
+    return f"id: {position}\n" + (f": {comment}\n" if comment else "") + "\n"
