@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -321,14 +322,49 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from surveillance.lakehouse import table_locations
-    from surveillance.reporting.plots import write_report
-    from surveillance.spark import get_spark
+    from surveillance.reporting.content import ReportError
+    from surveillance.reporting.formats import report_format
+    from surveillance.reporting.run import day_range, default_name, email_report, make_report, report_request
+    from surveillance.serving.server import serving_locations
 
     settings = _settings(args)
-    path = write_report(get_spark(settings), table_locations(settings), Path(args.out))
-    console.print(f"report written to {path}")
+    try:
+        if args.since or args.until:
+            if not (args.since and args.until):
+                raise ReportError("give both --from and --to (or --day)")
+            since, until = _report_time(args.since, "--from"), _report_time(args.until, "--to")
+        else:
+            since, until = day_range(args.day or "yesterday")
+        request = report_request(settings, since, until, _names(args.symbols), _names(args.rules))
+        fmt = report_format(args.format)
+        out = Path(args.out) if args.out else Path("reports") / default_name(request, fmt.extension)
+        made = make_report(serving_locations(settings), request, args.format, out)
+    except ReportError as exc:
+        console.print(f"[red]report: {exc}[/red]")
+        return 2
+    for path in made.files:
+        console.print(f"report written to {path} ({path.stat().st_size:,} bytes)")
+    console.print(
+        f"{made.alerts:,} alerts; {made.seconds:.2f} s ({made.seconds_content:.2f} s reading the tables)"
+    )
+    if args.email:
+        delivery = email_report(settings, _names(args.email), request, made.files, [])
+        console.print(f"e-mailed to {', '.join(delivery.recipients)} (attempt {delivery.attempts})")
     return 0
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
+def _report_time(text: str, option: str) -> dt.datetime:
+    """An ISO date or date-time (UTC when it has no offset)."""
+    from surveillance.reporting.content import ReportError
+
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ReportError(f"{option} {text!r} is not an ISO 8601 date or date-time") from exc
 
 
 def cmd_dq(args: argparse.Namespace) -> int:
@@ -689,8 +725,17 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", parents=[common], help="print what the lakehouse holds")
     summary.set_defaults(func=cmd_summary)
 
-    report = commands.add_parser("report", parents=[common], help="write the plotly HTML report")
-    report.add_argument("--out", default="reports")
+    report = commands.add_parser(
+        "report", parents=[common], help="a surveillance report (pdf, csv, html) for a time range"
+    )
+    report.add_argument("--format", choices=["pdf", "csv", "html"], default="pdf")
+    report.add_argument("--from", dest="since", help="start, ISO date or date-time (UTC without offset)")
+    report.add_argument("--to", dest="until", help="end (excluded), ISO date or date-time")
+    report.add_argument("--day", help="instead of --from/--to: YYYY-MM-DD, today or yesterday (the default)")
+    report.add_argument("--symbols", help="comma-separated symbols (default: all)")
+    report.add_argument("--rules", help="comma-separated rules (default: all)")
+    report.add_argument("--out", help="the file (default reports/surveillance_report_<from>_<to>.<format>)")
+    report.add_argument("--email", help="comma-separated recipients (reports.email configures SMTP)")
     report.set_defaults(func=cmd_report)
 
     dq = commands.add_parser("dq", parents=[common], help="data quality: status | report | bench")

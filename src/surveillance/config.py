@@ -621,6 +621,46 @@ class ServingSettings(_Strict):
         return self
 
 
+class EmailSettings(_Strict):
+    """SMTP delivery of reports. Credentials come from the environment, never from these files."""
+
+    host: str = ""  # empty: e-mail off
+    port: int = Field(587, ge=1, le=65535)
+    # starttls: plain connection upgraded (587); tls: TLS from the start (465); none: only for a local relay.
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    sender: str = ""
+    username_env: str = Field("SURVEIL_SMTP_USER", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password_env: str = Field("SURVEIL_SMTP_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # A report larger than this is linked (download URL on link_base_url) instead of attached.
+    max_attachment_mb: float = Field(10.0, gt=0)
+    link_base_url: str = ""
+    # A CA bundle to trust besides the system's (a company's own mail relay certificate).
+    ca_file: str = ""
+    attempts: int = Field(3, ge=1, le=20)
+    retry_delay: str = "30 seconds"
+    timeout: str = "30 seconds"
+
+    _intervals = field_validator("retry_delay", "timeout")(_check_interval)
+
+    @model_validator(mode="after")
+    def _sender(self) -> EmailSettings:
+        if self.host and "@" not in self.sender:
+            raise ValueError("reports.email.sender must be an e-mail address when reports.email.host is set")
+        return self
+
+
+class ReportSettings(_Strict):
+    """Surveillance reports (PDF, CSV, HTML): `surveil report`, the API's /v1/reports, the daily job."""
+
+    # Report files and the report_tasks table (the API's background reports); relative: under state_dir.
+    dir: str = "reports_api"
+    workers: int = Field(2, ge=1, le=16)
+    queue_limit: int = Field(8, ge=0, le=1000)
+    top_alerts: int = Field(25, ge=1, le=1000)
+    chart_symbols: int = Field(6, ge=1, le=50)
+    email: EmailSettings = EmailSettings()
+
+
 class Settings(_Strict):
     # `schema` would shadow a pydantic BaseModel attribute: the field has another name, the key is `schema`.
     model_config = ConfigDict(
@@ -639,6 +679,7 @@ class Settings(_Strict):
     schema_settings: SchemaSettings = Field(SchemaSettings(), alias="schema")
     models: ModelSettings = ModelSettings()
     serving: ServingSettings = ServingSettings()
+    reports: ReportSettings = ReportSettings()
 
     @model_validator(mode="after")
     def _some_query_runs(self) -> Settings:
