@@ -145,21 +145,21 @@ _render_lock = threading.Lock()
 def png_images(figures: list[go.Figure], width: int = 1000, height: int | None = None) -> list[bytes]:
     """The figures as PNG, rendered offline by Kaleido in a headless Chromium (one browser for all of
     them; one render at a time per process)."""
-    from surveillance.reporting.content import ReportError
+    from surveillance.reporting.content import RendererMissing
 
     if not figures:
         return []
     try:
         import kaleido
     except ImportError as exc:
-        raise ReportError(
+        raise RendererMissing(
             "PDF charts need the 'kaleido' package (pip install 'surveillance[reports]')"
         ) from exc
     with _render_lock:
         try:
             kaleido.start_sync_server(silence_warnings=True)
         except Exception as exc:
-            raise ReportError(
+            raise RendererMissing(
                 "PDF charts are drawn by Kaleido in a headless Chromium or Chrome, and none was found: "
                 f"install one (Debian: apt-get install chromium) ({exc})"
             ) from exc

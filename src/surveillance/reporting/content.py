@@ -51,6 +51,10 @@ class ReportError(ValueError):
     """A report that cannot be made as asked (bad range, unknown symbol, ...): the message says why."""
 
 
+class RendererMissing(ReportError):
+    """What draws the charts (Kaleido and a Chromium) is not on this machine: the server's problem."""
+
+
 @dataclass(frozen=True)
 class ReportRequest:
     """A report's range (naive UTC, ``until`` exclusive) and filters."""
@@ -375,7 +379,7 @@ def _check_symbols(source: ReportSource, request: ReportRequest) -> None:
             known |= {row[0] for row in result.fetchall()}
     unknown = sorted(set(request.symbols) - known)
     if unknown:
-        raise ReportError(f"no quotes or alerts in the range for symbol(s) {', '.join(unknown)}")
+        raise ReportError(f"no quotes or alerts in the range for symbol(s) {', '.join(unknown)} (parameter symbols)")
 
 
 def _count(source: ReportSource, table: str, request: ReportRequest) -> int | None:

@@ -51,6 +51,7 @@ from surveillance.serving.live_feed import (
     position_frame,
     sse_frames,
 )
+from surveillance.serving.report_routes import add_report_routes, report_workers
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ class Services:
         live_clients = settings.serving.live.max_clients
         self.live_threads = ThreadPoolExecutor(live_clients + 1, thread_name_prefix="live-feed")
         self.live_slots = threading.BoundedSemaphore(live_clients)
+        self.reports = report_workers(settings, locations)
         self.started = time.monotonic()
         self.backlog: tuple[float, dict[str, int]] | None = None
 
@@ -312,6 +314,8 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Reports the last process left: running ones are marked failed, queued ones built.
+        await asyncio.to_thread(services.reports.recover)
         if warm:
             await asyncio.to_thread(services.warm_up)
         # What warm-up built lives as long as the process: keep the collector from walking it again
@@ -321,6 +325,7 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         yield
         # Open live feeds end with the process; their consumers close as their threads finish.
         services.live_threads.shutdown(wait=False, cancel_futures=True)
+        services.reports.shutdown()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -369,6 +374,7 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         return who
 
     Reader = Annotated[Principal, Depends(reader)]
+    add_report_routes(app, settings, services.reports, Reader, AUTH_ERRORS)
 
     # Alerts ------------------------------------------------------------------------------------
 
