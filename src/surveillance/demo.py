@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -17,7 +19,6 @@ from surveillance.models.registry import DEFAULT_STORE
 from surveillance.pipeline.backfill import event_range
 from surveillance.pipeline.runner import backfill_with_progress, run_stream
 from surveillance.quality.report import configured_suites, load_dq_status, print_dq_status, write_dq_report
-from surveillance.reporting.plots import write_report
 from surveillance.reporting.summary import print_summary, summarize, wide_console
 from surveillance.spark import get_spark
 
@@ -121,8 +122,7 @@ def run_demo(
             backfill_with_progress(settings, event_range(days[0].isoformat(), days[-1].isoformat()), console)
 
         console.rule("7/7 reports")
-        path = write_report(spark, locations, reports)
-        console.print(f"report: {path.resolve()}")
+        write_demo_reports(settings, spark, locations, reports, console)
         page, docs = write_dq_report(spark, locations, reports / "dq", suites=configured_suites(settings))
         console.print(f"data quality: {page.resolve()}\nGX Data Docs: {docs.resolve()}")
         console.print(f"tables: {resolve_local_path(settings.lakehouse.root)}")
@@ -133,6 +133,43 @@ def run_demo(
         if not keep_kafka:
             broker.down()
             console.print("Kafka stopped")
+
+
+def write_demo_reports(
+    settings: Settings, spark: Any, locations: dict[str, str], reports: Path, console: Console
+) -> None:
+    """The surveillance report of the demo's days as PDF, CSV and HTML (read with delta-rs, as
+    `surveil report` does); the PDF's charts need Chromium, installed here when missing (as root)."""
+    from pyspark.sql import functions as F
+
+    from surveillance.reporting.content import RendererMissing
+    from surveillance.reporting.run import make_report, report_request
+    from surveillance.serving.server import serving_locations
+    from surveillance.system_packages import SystemPackageMissing, ensure_chromium
+
+    first, last = (
+        read_table(spark, locations["silver_quotes"]).agg(F.min("event_date"), F.max("event_date")).first()
+    )
+    if first is None:
+        console.print("no quotes: no surveillance report")
+        return
+    since = dt.datetime(first.year, first.month, first.day)
+    until = dt.datetime(last.year, last.month, last.day) + dt.timedelta(days=1)
+    request = report_request(settings, since, until)
+    try:
+        ensure_chromium("the PDF report's charts")
+    except SystemPackageMissing as exc:
+        console.print(f"[yellow]{exc}[/yellow]")
+    for fmt in ("pdf", "csv", "html"):
+        try:
+            made = make_report(
+                serving_locations(settings), request, fmt, reports / f"surveillance_report.{fmt}"
+            )
+        except RendererMissing as exc:
+            console.print(f"[yellow]no PDF: {exc}[/yellow]")
+            continue
+        names = ", ".join(str(p.resolve()) for p in made.files)
+        console.print(f"report ({fmt}, {made.seconds:.1f} s): {names}")
 
 
 def print_console_instructions(settings: Settings, console: Console) -> None:

@@ -3,9 +3,7 @@ missing (apt-get, as root), driven by Playwright (whose own browser download can
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +11,6 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
 # What headless Chromium needs as root in a container, and nothing that phones home.
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -29,19 +26,13 @@ CHROMIUM_ARGS = [
 
 def ensure_chromium() -> str:
     """The Chromium executable, installed from Debian's packages if it is not there yet."""
-    if Path(CHROMIUM).exists():
-        return CHROMIUM
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail(
-            "the console test needs Debian's chromium and chromium-driver: "
-            "apt-get install -y chromium chromium-driver (as root)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, check=True, capture_output=True)
-        subprocess.run(install, env=env, check=True, capture_output=True)
-    return CHROMIUM
+    from surveillance.system_packages import SystemPackageMissing
+    from surveillance.system_packages import ensure_chromium as install
+
+    try:
+        return install("the browser tests")
+    except SystemPackageMissing as exc:
+        pytest.fail(str(exc))
 
 
 @contextmanager
@@ -63,3 +54,41 @@ def chromium_page(user_data_dir: Path) -> Iterator[Any]:
             yield page
         finally:
             context.close()
+
+
+# Every plotly figure on the page, and whether plotly drew it: a layout, an SVG, and a mark per trace.
+_FIGURES = """() => [...document.querySelectorAll('.plotly-graph-div')].map(d => ({
+    id: d.id,
+    laid_out: Boolean(d._fullLayout),
+    svg: Boolean(d.querySelector('.main-svg')),
+    traces: (d.data || []).length,
+    marks: d.querySelectorAll('g.trace, g.hm').length,
+}))"""
+
+
+def check_html_pages(pages: dict[str, Path], screenshots: Path, user_data_dir: Path) -> dict[str, int]:
+    """Open each page the project wrote in headless Chromium (as a reader opens the file), fail on a script
+    error or a figure plotly did not draw, and keep a full-page screenshot. {name: figures on the page}."""
+    screenshots.mkdir(parents=True, exist_ok=True)
+    found: dict[str, int] = {}
+    with chromium_page(user_data_dir) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        for name, path in pages.items():
+            errors.clear()
+            page.goto(path.resolve().as_uri(), wait_until="load", timeout=60_000)
+            with contextlib.suppress(Exception):  # a figure never drawn: the check below names it
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('.plotly-graph-div')]"
+                    ".every(d => d._fullLayout && d.querySelector('.main-svg'))",
+                    timeout=30_000,
+                )
+            figures = page.evaluate(_FIGURES)
+            page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+            assert not errors, f"{name}: script errors {errors}"
+            blank = [
+                f for f in figures if not (f["laid_out"] and f["svg"] and (f["marks"] or not f["traces"]))
+            ]
+            assert not blank, f"{name}: figures plotly did not draw: {blank}"
+            found[name] = len(figures)
+    return found

@@ -379,7 +379,9 @@ def _check_symbols(source: ReportSource, request: ReportRequest) -> None:
             known |= {row[0] for row in result.fetchall()}
     unknown = sorted(set(request.symbols) - known)
     if unknown:
-        raise ReportError(f"no quotes or alerts in the range for symbol(s) {', '.join(unknown)} (parameter symbols)")
+        raise ReportError(
+            f"no quotes or alerts in the range for symbol(s) {', '.join(unknown)} (parameter symbols)"
+        )
 
 
 def _count(source: ReportSource, table: str, request: ReportRequest) -> int | None:

@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from surveillance.lakehouse import read_table
-from surveillance.reporting.plots import RULE_MARKERS
+from surveillance.reporting.charts import RULE_MARKERS
 
 MODEL_MARKER = "star"
 SEVERITY_COLOURS = {"high": "#d62728", "medium": "#ff7f0e", "low": "#7f7f7f"}

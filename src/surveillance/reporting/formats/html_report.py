@@ -46,9 +46,8 @@ def report_html(content: ReportContent) -> str:
     )
     sections = report_sections(content)
     figures = "".join(
-        f"<figure>{fig.to_html(full_html=False, include_plotlyjs=False, div_id=f'figure-{n}')}"
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for n, (caption, fig) in enumerate(report_figures(content))
+        f"<figure>{fig.to_html(full_html=False, include_plotlyjs=False, div_id=f'figure-{n}')}</figure>"
+        for n, (_, fig) in enumerate(report_figures(content))
     )
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
