@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +49,16 @@ def api_overrides(settings: Settings) -> list[str]:
 
 
 @contextmanager
-def running_api(settings: Settings, env: dict[str, str], log: Path, probe_key: str) -> Iterator[RunningApi]:
-    """`python -m surveillance.cli api` with ``env`` (the keys) until the block ends."""
+def running_api(
+    settings: Settings, env: dict[str, str], log: Path, probe_key: str, extra: Sequence[str] = ()
+) -> Iterator[RunningApi]:
+    """`python -m surveillance.cli api` with ``env`` (the keys) and ``extra`` settings, until the block
+    ends."""
     port = free_port()
     command = [sys.executable, "-m", "surveillance.cli", "api", "--port", str(port)]
-    for assignment in api_overrides(settings):
+    for assignment in [*api_overrides(settings), *extra]:
         command += ["--set", assignment]
-    with open(log, "wb") as sink:
+    with open(log, "ab") as sink:
         process = subprocess.Popen(command, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT)
     api = RunningApi(f"http://127.0.0.1:{port}", log, process)
     try:

@@ -85,6 +85,20 @@ def new_pipeline(kafka_settings: Settings, spark: SparkSession) -> Callable[...,
     return make
 
 
+@pytest.fixture(scope="session")
+def written_lakehouse(
+    new_pipeline: Callable[..., Pipeline],
+    dirty_quotes: GeneratedQuotes,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Pipeline:
+    """The acceptance data through the real stream, once a session: the tables the API and report tests read
+    (they add actions and reports, never quotes)."""
+    pipeline = new_pipeline(tmp_path_factory.mktemp("written"))
+    pipeline.send(dirty_quotes)
+    pipeline.run_once()
+    return pipeline
+
+
 @pytest.fixture
 def pipeline(new_pipeline: Callable[..., Pipeline], tmp_path: Path) -> Pipeline:
     """A fresh, isolated pipeline for one test (without the bars suite)."""

@@ -21,7 +21,6 @@ import pytest
 from api_server import RunningApi, running_api
 from deltalake import DeltaTable
 
-from surveillance.ingestion.generator import GeneratedQuotes
 from surveillance.sinks.kafka_alerts import AlertPublisher
 
 if TYPE_CHECKING:
@@ -53,20 +52,15 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(
-    new_pipeline: Any, dirty_quotes: GeneratedQuotes, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
-    """The acceptance data through the real stream, then `surveil api` over its lakehouse. The analyst's
-    key comes from the environment; the viewer's from a secret file (rotated by one test)."""
+def served(written_lakehouse: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`surveil api` over tables the real stream wrote. The analyst's key comes from the environment; the
+    viewer's from a secret file (rotated by one test)."""
     workdir = tmp_path_factory.mktemp("api")
-    pipeline = new_pipeline(workdir)
-    pipeline.send(dirty_quotes)
-    pipeline.run_once()
     keys_file = workdir / "api_keys"
     keys_file.write_text(f"# rotated by rewriting\nval:viewer:{VIEWER_SECRET}\n")
     env = {"SURVEIL_API_KEYS": f"amy:analyst:{ANALYST_SECRET}", "SURVEIL_API_KEYS_FILE": str(keys_file)}
-    with running_api(pipeline.settings, env, workdir / "api.log", ANALYST_SECRET) as api:
-        yield Served(pipeline, api, keys_file)
+    with running_api(written_lakehouse.settings, env, workdir / "api.log", ANALYST_SECRET) as api:
+        yield Served(written_lakehouse, api, keys_file)
 
 
 def _utc(series: pd.Series) -> pd.Series:

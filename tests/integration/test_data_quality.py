@@ -149,6 +149,16 @@ def test_quality_routes_rows_records_results_and_feeds_detection(
     page, docs = write_dq_report(pipeline.spark, pipeline.locations, tmp_path / "dq")
     assert "Expectation pass rates" in page.read_text() and docs.exists()
     assert len(list((tmp_path / "dq" / "gx" / "validations").rglob("*.html"))) == 2  # one per suite
+    # As a reader opens them: headless Chromium, no script error, every figure drawn.
+    from browser import check_html_pages
+
+    validations = sorted((tmp_path / "dq" / "gx" / "validations").rglob("*.html"))
+    pages = {"dq_report": page, "gx_data_docs": docs} | {
+        f"gx_validation_{n}": p for n, p in enumerate(validations)
+    }
+    screenshots = Path(__file__).resolve().parents[2] / "reports" / "pages" / "data_quality"
+    found = check_html_pages(pages, screenshots, tmp_path / "chromium")
+    assert found["dq_report"] >= 2
 
 
 def test_late_and_out_of_order_across_batches_and_restarts(pipeline: Pipeline) -> None:

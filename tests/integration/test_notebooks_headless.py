@@ -111,6 +111,9 @@ def notebooks(
     yield NotebookRuns(settings, overrides, pipeline.locations, runs, seconds)
 
 
+REPORTS = ROOT / "reports"
+
+
 def count(spark: SparkSession, runs: NotebookRuns, table: str) -> int:
     return read_table(spark, runs.locations[table]).count()
 
@@ -129,6 +132,20 @@ def test_all_five_ran(notebooks: NotebookRuns) -> None:
     ]
     for run in notebooks.runs.values():
         assert run.files and all(path.stat().st_size > 0 for path in run.files)
+
+
+def test_every_figure_page_renders_in_chromium(notebooks: NotebookRuns, tmp_path: Path) -> None:
+    """Each HTML figure a notebook wrote, opened in headless Chromium: no script error, every plot drawn."""
+    from browser import check_html_pages
+
+    pages = {
+        f"{stem}__{path.stem}": path
+        for stem, run in notebooks.runs.items()
+        for path in run.files
+        if path.suffix == ".html"
+    }
+    found = check_html_pages(pages, REPORTS / "pages" / "notebooks", tmp_path / "chromium")
+    assert pages and all(found[name] >= 1 for name in pages), found
 
 
 def test_explore_replays_the_sample_and_previews_the_contract(notebooks: NotebookRuns) -> None:

@@ -166,7 +166,7 @@ def add_report_routes(
                 settings, since, until, tuple(ask.symbols), tuple(ask.rules)
             )
         except ReportError as exc:
-            raise HTTPException(400, f"{exc} (parameter until)") from exc
+            raise HTTPException(400, f"{exc} (parameters since, until)") from exc
         try:
             task, future = workers.submit(ask.format, request, list(ask.email), who.name)
         except QueueFull as exc:
