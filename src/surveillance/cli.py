@@ -324,8 +324,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from surveillance.reporting.content import ReportError
     from surveillance.reporting.formats import report_format
-    from surveillance.reporting.run import day_range, default_name, email_report, make_report, report_request
-    from surveillance.serving.server import serving_locations
+    from surveillance.reporting.run import (
+        day_range,
+        default_name,
+        email_report,
+        make_report,
+        report_locations,
+        report_request,
+    )
 
     settings = _settings(args)
     try:
@@ -337,8 +343,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             since, until = day_range(args.day or "yesterday")
         request = report_request(settings, since, until, _names(args.symbols), _names(args.rules))
         fmt = report_format(args.format)
-        out = Path(args.out) if args.out else Path("reports") / default_name(request, fmt.extension)
-        made = make_report(serving_locations(settings), request, args.format, out)
+        out = Path(args.out or "reports/")
+        if args.out is None or args.out.endswith("/") or out.is_dir():
+            out = out / default_name(request, fmt.extension)
+        made = make_report(report_locations(settings), request, args.format, out)
     except ReportError as exc:
         console.print(f"[red]report: {exc}[/red]")
         return 2
@@ -734,7 +742,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--day", help="instead of --from/--to: YYYY-MM-DD, today or yesterday (the default)")
     report.add_argument("--symbols", help="comma-separated symbols (default: all)")
     report.add_argument("--rules", help="comma-separated rules (default: all)")
-    report.add_argument("--out", help="the file (default reports/surveillance_report_<from>_<to>.<format>)")
+    report.add_argument(
+        "--out",
+        help="the file, or a folder ending in / (default reports/surveillance_report_<from>_<to>.<format>)",
+    )
     report.add_argument("--email", help="comma-separated recipients (reports.email configures SMTP)")
     report.set_defaults(func=cmd_report)
 

@@ -418,6 +418,7 @@ def test_task_commands() -> None:
         "quotes_stream": "stream",
         "nightly_backfill": "backfill",
         "nightly_maintenance": "maintain",
+        "daily_report": "report",
     }
     assert _job_file_prefix(ROOT / "jobs" / "compare_models.py") == ["models", "compare"]
     (comparison,) = _jobs()["model_comparison"]["tasks"]
@@ -476,3 +477,21 @@ def test_clusters_give_the_library_its_config_and_secrets() -> None:
             assert re.fullmatch(r"\{\{secrets/\$\{var\.secret_scope\}/[\w.-]+\}\}", env_vars[secret])
     excluded = (_bundle().get("sync") or {}).get("exclude") or []
     assert not any(pattern.strip("/").startswith("conf") for pattern in excluded), "conf/ must be synced"
+
+
+def test_daily_report_job_writes_yesterday_as_pdf_and_csv() -> None:
+    """The daily report: a Quartz schedule, a day parameter the CLI accepts, PDF and CSV into a folder."""
+    from surveillance.reporting.run import day_range
+
+    job = _jobs()["daily_report"]
+    assert len(job["schedule"]["quartz_cron_expression"].split()) in (6, 7) and job["schedule"]["timezone_id"]
+    parameters = _job_parameters(job)
+    assert set(parameters) == {"day"}
+    day_range(parameters["day"])  # the CLI's own parsing: raises if invalid
+    formats = set()
+    for task in job["tasks"]:
+        argv = _task_argv(task) or []
+        assert argv[argv.index("--day") + 1] == "{{job.parameters.day}}"
+        assert argv[argv.index("--out") + 1].endswith("/"), "a folder: each day's files keep their own names"
+        formats.add(argv[argv.index("--format") + 1])
+    assert formats == {"pdf", "csv"}

@@ -5,6 +5,7 @@ Shared by ``surveil report`` (the command line, cron, a Databricks job) and the 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -14,6 +15,8 @@ from surveillance.config import Settings
 from surveillance.reporting.content import ReportError, ReportRequest, ReportSource, build_report
 from surveillance.reporting.delivery import Delivery, send_report
 from surveillance.reporting.formats import report_format
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,27 @@ def day_range(day: str, today: date | None = None) -> tuple[datetime, datetime]:
 def default_name(request: ReportRequest, extension: str) -> str:
     stamp = "%Y%m%dT%H%M"
     return f"surveillance_report_{request.since.strftime(stamp)}_{request.until.strftime(stamp)}.{extension}"
+
+
+def report_locations(settings: Settings) -> dict[str, str]:
+    """Every table's storage location for delta-rs: paths as configured; a table named in a catalog by
+    serving.table_paths, else by asking Spark where it is (DESCRIBE DETAIL, on Databricks or a cluster).
+    A table that cannot be located is reported missing, not guessed."""
+    from surveillance.locations import is_table_name, table_locations
+
+    locations = table_locations(settings)
+    paths = {n: settings.serving.table_paths.get(n, location) for n, location in locations.items()}
+    named = [n for n, path in paths.items() if is_table_name(path)]
+    if named:
+        from surveillance.spark import get_spark
+
+        spark = get_spark(settings)
+        for name in named:
+            try:
+                paths[name] = spark.sql(f"DESCRIBE DETAIL {locations[name]}").first()["location"]
+            except Exception as exc:  # not created yet, or no permission: the report says it is missing
+                log.warning("table %s (%s) cannot be located: %s", name, locations[name], exc)
+    return paths
 
 
 def make_report(locations: dict[str, str], request: ReportRequest, fmt: str, path: Path) -> MadeReport:
