@@ -180,10 +180,20 @@ def print_console_instructions(settings: Settings, console: Console) -> None:
     serving = settings.serving
     secret = secrets.token_urlsafe(18)
     url = f"http://{serving.host}:{serving.port}"
+    # The demo's own tables, checkpoints and broker, not the defaults.
+    where = " ".join(
+        f"--set {key}={value}"
+        for key, value in (
+            ("state_dir", settings.state_dir),
+            ("lakehouse.root", settings.lakehouse.root),
+            ("stream.checkpoint_dir", settings.stream.checkpoint_dir),
+            ("kafka.bootstrap_servers", settings.kafka.bootstrap_servers),
+        )
+    )
     console.rule("the alerts console")
     console.print(
         "Serve the alerts API and console on this lakehouse:\n"
-        f"  {serving.api_keys_env}=demo:analyst:{secret} .venv/bin/surveil api\n"
+        f"  {serving.api_keys_env}=demo:analyst:{secret} .venv/bin/surveil api {where}\n"
         f"then open {url}/ and sign in with the key {secret} (API documentation: {url}/docs).\n"
         "The live feed of new alerts needs Kafka running: `surveil demo --keep-kafka` leaves it up."
     )

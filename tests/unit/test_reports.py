@@ -16,6 +16,7 @@ from deltalake import DeltaTable, write_deltalake
 from smtp_server import PASSWORD, USER, smtp_server
 
 from surveillance.config import load_settings
+from surveillance.locations import TABLE_NAMES
 from surveillance.reporting.content import (
     ReportContent,
     ReportError,
@@ -36,15 +37,6 @@ TORTURE = [
     '","\r\n""',
     "",
 ]
-NAMES = (
-    "bronze_quotes",
-    "silver_quotes",
-    "quarantine_quotes",
-    "gold_bars_1m",
-    "alerts",
-    "dq_results",
-    "alert_actions",
-)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +65,7 @@ def _actions_schema() -> pa.Schema:
 
 
 def locations(root: Path) -> dict[str, str]:
-    return {name: str(root / name) for name in NAMES}
+    return {name: str(root / name) for name in TABLE_NAMES}
 
 
 def whole_range(root: Path) -> ReportRequest:
