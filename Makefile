@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SURVEIL := $(BIN)/surveil
 
-.PHONY: setup demo test test-recovery test-chaos test-cluster test-unit kafka-up kafka-down kafka-status bench soak lint format clean
+.PHONY: setup demo demo-monitor test test-recovery test-chaos test-cluster test-unit kafka-up kafka-down kafka-status bench soak lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -21,6 +21,10 @@ setup: $(STAMP)
 
 demo: setup
 	$(SURVEIL) demo
+
+# The demo with Prometheus (Debian's package, installed when missing) scraping the stream; left running.
+demo-monitor: setup
+	$(SURVEIL) demo --monitor
 
 # Everything but the crash/restart suite (marked slow: it cold-starts the stream a dozen times), the
 # fault-injection suite (chaos) and the standalone-cluster suite; CI runs all four.

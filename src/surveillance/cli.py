@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from surveillance.config import ConfigError, Settings, load_settings
 from surveillance.kafka.errors import BrokerAccessError
@@ -560,8 +561,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
         reports=Path(args.reports),
         keep_kafka=args.keep_kafka,
+        monitor=args.monitor,
         console=console,
     )
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from surveillance.observability.prometheus_server import MonitorError, Prometheus
+
+    prometheus = Prometheus(_settings(args))
+    try:
+        if args.action == "up":
+            status = prometheus.up()
+            console.print(
+                f"Prometheus at {status.url} ({status.rules} alerting rules); data: {prometheus.folder}"
+            )
+        elif args.action == "down":
+            console.print("Prometheus stopped" if prometheus.down() else "Prometheus was not running")
+            return 0
+        status = prometheus.status()
+    except MonitorError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    if not status.running:
+        console.print(f"Prometheus is not running ({status.url}): surveil monitor up")
+        return 3
+    table = Table("job", "instance", "health", "last error", title=f"Prometheus at {status.url}")
+    for target in status.targets:
+        table.add_row(target["job"], target["instance"], target["health"], target["error"])
+    console.print(table)
     return 0
 
 
@@ -812,7 +841,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sample", default="data/samples/quotes_sample.jsonl")
     demo.add_argument("--reports", default="reports")
     demo.add_argument("--keep-kafka", action="store_true", help="leave the demo broker running afterwards")
+    demo.add_argument(
+        "--monitor", action="store_true", help="with Prometheus scraping the stream (surveil monitor)"
+    )
     demo.set_defaults(func=cmd_demo)
+
+    monitor = commands.add_parser(
+        "monitor",
+        parents=[common],
+        help="Prometheus on loopback scraping the stream and the API: up | down | status",
+    )
+    monitor.add_argument("action", choices=["up", "down", "status"])
+    monitor.set_defaults(func=cmd_monitor)
 
     bench = commands.add_parser("bench", parents=[common], help="throughput and latency benchmark")
     bench.add_argument("--events", type=int, default=500_000)

@@ -661,6 +661,32 @@ class ReportSettings(_Strict):
     email: EmailSettings = EmailSettings()
 
 
+class MetricsSettings(_Strict):
+    """Prometheus metrics of the stream's query processes (the API serves its own at its port)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # The lakehouse query's port; the detection query, in its own process, serves on the next one.
+    port: int = Field(9464, ge=1, le=65534)
+    # On a cluster (spark-submit, Databricks) only when asked: the driver's ports are not ours to open.
+    on_cluster: bool = False
+    # How often the Kafka end offsets behind the lag metric are read again (at most).
+    lag_refresh: str = "5 seconds"
+
+    _interval = field_validator("lag_refresh")(_check_interval)
+
+
+class MonitorSettings(_Strict):
+    """`surveil monitor`: a local Prometheus scraping the stream and the API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9090, ge=1, le=65535)
+    scrape_interval: str = "5 seconds"
+    retention: str = Field("7d", pattern=r"^[0-9]+[smhdwy]$")
+
+    _interval = field_validator("scrape_interval")(_check_interval)
+
+
 class Settings(_Strict):
     # `schema` would shadow a pydantic BaseModel attribute: the field has another name, the key is `schema`.
     model_config = ConfigDict(
@@ -680,6 +706,8 @@ class Settings(_Strict):
     models: ModelSettings = ModelSettings()
     serving: ServingSettings = ServingSettings()
     reports: ReportSettings = ReportSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @model_validator(mode="after")
     def _some_query_runs(self) -> Settings:

@@ -73,9 +73,11 @@ def run_demo(
     overrides: Sequence[str] = (),
     reports: Path = Path("reports"),
     keep_kafka: bool = False,
+    monitor: bool = False,
     console: Console | None = None,
 ) -> None:
-    """Run the whole pipeline once on ``sample`` and leave a summary and the HTML reports."""
+    """Run the whole pipeline once on ``sample`` and leave a summary and the reports (``monitor``: with
+    Prometheus scraping the stream's metrics, left running)."""
     console = console or Console(stderr=True)
     settings = local_run_settings(env, DEMO_OVERRIDES, overrides)
     if not sample.exists():
@@ -101,6 +103,12 @@ def run_demo(
             console.rule("3/7 anomaly models: train, compare in MLflow, register the champion")
             train_champion(settings, console)
 
+        prometheus_url = None
+        if monitor:
+            from surveillance.observability.prometheus_server import Prometheus
+
+            prometheus_url = Prometheus(settings).up().url
+            console.print(f"Prometheus at {prometheus_url}, scraping the stream's metrics")
         console.rule("4/7 stream (availableNow) into bronze / silver / gold / alerts")
         run_stream(settings, once=True, console=console)
 
@@ -127,6 +135,12 @@ def run_demo(
         console.print(f"data quality: {page.resolve()}\nGX Data Docs: {docs.resolve()}")
         console.print(f"tables: {resolve_local_path(settings.lakehouse.root)}")
         print_console_instructions(settings, console)
+        if prometheus_url:
+            console.print(
+                f"Prometheus: {prometheus_url} (the stream's metrics as it ran; alerting rules at "
+                f"{prometheus_url}/alerts); stop it with "
+                f"`surveil monitor down --set state_dir={settings.state_dir}`"
+            )
         # Stop Spark before Kafka, so its cached Kafka producer does not keep calling a stopped broker.
         spark.stop()
     finally:

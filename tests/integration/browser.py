@@ -66,9 +66,14 @@ _FIGURES = """() => [...document.querySelectorAll('.plotly-graph-div')].map(d =>
 }))"""
 
 
-def check_html_pages(pages: dict[str, Path], screenshots: Path, user_data_dir: Path) -> dict[str, int]:
+def check_html_pages(
+    pages: dict[str, Path], screenshots: Path, user_data_dir: Path, offline_cdn: frozenset[str] = frozenset()
+) -> dict[str, int]:
     """Open each page the project wrote in headless Chromium (as a reader opens the file), fail on a script
-    error or a figure plotly did not draw, and keep a full-page screenshot. {name: figures on the page}."""
+    error or a figure plotly did not draw, and keep a full-page screenshot. {name: figures on the page}.
+
+    ``offline_cdn``: pages (GX's Data Docs) whose scripts come from CDNs this machine cannot reach; their
+    script errors are tolerated, their figures and screenshots are not."""
     screenshots.mkdir(parents=True, exist_ok=True)
     found: dict[str, int] = {}
     with chromium_page(user_data_dir) as page:
@@ -85,7 +90,7 @@ def check_html_pages(pages: dict[str, Path], screenshots: Path, user_data_dir: P
                 )
             figures = page.evaluate(_FIGURES)
             page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
-            assert not errors, f"{name}: script errors {errors}"
+            assert not errors or name in offline_cdn, f"{name}: script errors {errors}"
             blank = [
                 f for f in figures if not (f["laid_out"] and f["svg"] and (f["marks"] or not f["traces"]))
             ]

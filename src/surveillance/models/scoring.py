@@ -29,6 +29,7 @@ from pyspark.sql import types as T
 from surveillance.config import ScoringSettings, Settings, SeveritySettings, interval_seconds
 from surveillance.detection.rules import alert_rows
 from surveillance.models.features import FEATURE_COLUMNS
+from surveillance.observability.metrics import record_model
 
 log = logging.getLogger(__name__)
 MODEL_RULE = "model"
@@ -126,6 +127,7 @@ class ChampionModel:
             except Exception as exc:  # a registry outage must not stop the stream: keep what is loaded
                 version = self.loaded.version if self.loaded else "none"
                 log.warning("could not refresh the champion model (keeping version %s): %s", version, exc)
+                record_model(self.settings.models.registered_name, version, loaded=False)
         return self.loaded
 
     def refresh(self) -> None:
@@ -162,6 +164,7 @@ class ChampionModel:
             model,
         )
         log.warning("scoring with %s version %s (was %s)", self.loaded.name, self.loaded.version, previous)
+        record_model(self.loaded.name, self.loaded.version, loaded=True)
 
 
 def model_alerts(

@@ -56,8 +56,9 @@ class ApiMetrics:
 
 
 class BacklogCollector(Collector):
-    """``surveil_kafka_consumer_lag_records{query, topic, partition}`` as the API sees it: the topic's end
-    offsets minus each query's last committed offsets (its checkpoint), refreshed every few seconds."""
+    """``surveil_checkpoint_lag_records{query, topic, partition}``: the topic's end offsets minus each
+    query's last committed offsets (its checkpoint), as the API sees them. Unlike the stream's own
+    ``surveil_kafka_consumer_lag_records`` it is known while the stream is stopped."""
 
     def __init__(self, backlog: Callable[[], dict[str, dict[int, int]]], topic: str) -> None:
         self._backlog = backlog
@@ -65,8 +66,8 @@ class BacklogCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "surveil_kafka_consumer_lag_records",
-            "Records in the topic a query has not processed yet (end offset - processed offset)",
+            "surveil_checkpoint_lag_records",
+            "Records in the topic beyond a query's last committed batch (end offset - checkpoint offset)",
             labels=["query", "topic", "partition"],
         )
         try:

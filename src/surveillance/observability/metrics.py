@@ -107,6 +107,10 @@ def record_lakehouse_batch(
             DQ_FAILURES.labels(*labels).inc()
 
 
+# What the metrics read of an alert.
+ALERT_METRIC_FIELDS = ("rule", "severity", "confidence", "detected_at", "source_kafka_timestamp")
+
+
 def record_detection_batch(
     query: str, progress: Mapping[str, Any], alerts: Iterable[Mapping[str, Any]]
 ) -> None:
@@ -264,3 +268,33 @@ def register_collector(collector: Collector) -> None:
 def unregister_collector(collector: Collector) -> None:
     with contextlib.suppress(KeyError):
         REGISTRY.unregister(collector)
+
+
+def watch_queries(settings: Any, queries: Callable[[], Iterable[Any]]) -> Callable[[], None]:
+    """Serve this process's metrics (``metrics.host:metrics.port``/metrics) with the Spark rates and the
+    Kafka lag of ``queries``; returns what stops watching them. Off when ``metrics.enabled`` is false, and
+    on a cluster unless ``metrics.on_cluster``."""
+    from surveillance.config import interval_seconds
+    from surveillance.kafka.admin import topic_end_offsets
+    from surveillance.spark import running_on_cluster
+
+    metrics = settings.metrics
+    if not metrics.enabled or (running_on_cluster() and not metrics.on_cluster):
+        return lambda: None
+    collectors: list[Collector] = [
+        QueryRates(queries),
+        KafkaLag(
+            queries,
+            lambda topic: topic_end_offsets(settings.kafka, topic),
+            interval_seconds(metrics.lag_refresh),
+        ),
+    ]
+    for collector in collectors:
+        register_collector(collector)
+    serve_metrics(metrics.host, metrics.port)
+
+    def stop() -> None:
+        for collector in collectors:
+            unregister_collector(collector)
+
+    return stop

@@ -103,7 +103,8 @@ class Prometheus:
             self.pid_file.write_text(str(process.pid))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._ready():
+            # Ready, and its targets discovered (a status right after start would list none).
+            if self._ready() and self.api("/api/v1/targets").get("activeTargets"):
                 return self.status()
             if self._pid() is None:
                 raise MonitorError(f"Prometheus exited at start; its log: {self.log}\n{self._tail()}")

@@ -51,6 +51,7 @@ from surveillance.detection.symbol_state import (
 from surveillance.lakehouse import ALERTS, STREAM_PROGRESS, read_table, table_locations, write_table
 from surveillance.models.features import HISTORY_TICKS
 from surveillance.models.scoring import MODEL_RULE, ChampionModel, LoadedModel
+from surveillance.observability.metrics import ALERT_METRIC_FIELDS, record_detection_batch
 from surveillance.pipeline.batch_errors import reporting_batch_errors
 from surveillance.pipeline.layers import alerts_from_context, route_quotes, silver_row_checks
 from surveillance.pipeline.profile import BatchProfile
@@ -289,20 +290,28 @@ class AlertBatchWriter:
                     F.count_if("is_out_of_order").alias("out_of_order"),
                     F.count_if(F.size("dq_warnings") > 0).alias("warned"),
                 ).first()
-            per_rule: dict[str, int] = {}
+            found: list[Row] = []
             model = None
             if counts["new"]:
                 with profile.step("model_refresh"):
                     model = self.champion.current() if self.champion else None
-                per_rule = self._detect(rows, model, batch_id, profile)
+                found = self._detect(rows, model, batch_id, profile)
         finally:
             rows.unpersist()
-        self._record(batch_id, started_at, counts, per_rule, model, profile)
+        per_rule: dict[str, int] = {}
+        for alert in found:
+            per_rule[alert["rule"]] = per_rule.get(alert["rule"], 0) + 1
+        progress = self._record(batch_id, started_at, counts, per_rule, model, profile)
+        record_detection_batch(
+            self.query_name,
+            progress,
+            [{name: alert[name] for name in ALERT_METRIC_FIELDS} for alert in found],
+        )
 
     def _detect(
         self, rows: DataFrame, model: LoadedModel | None, batch_id: int, profile: BatchProfile
-    ) -> dict[str, int]:
-        """Rules and model on the batch's quotes in context; alerts sent, then appended: {rule: alerts}.
+    ) -> list[Row]:
+        """Rules and model on the batch's quotes in context; alerts sent, then appended; the alerts.
 
         One Spark job brings the alerts (few) to the driver with their Kafka records: the send and the
         append both start from them, and nothing is computed twice.
@@ -316,11 +325,8 @@ class AlertBatchWriter:
                 key.alias("_kafka_key"),
                 value.alias("_kafka_value"),
             ).collect()
-        per_rule: dict[str, int] = {}
-        for row in found:
-            per_rule[row["rule"]] = per_rule.get(row["rule"], 0) + 1
         if not found:
-            return per_rule
+            return found
         with profile.step("episodes"):
             episodes = self._episodes(found)
         with profile.step("publish"):
@@ -340,7 +346,7 @@ class AlertBatchWriter:
                 ],
             )
             self._appended_up_to = batch_id
-        return per_rule
+        return found
 
     def _episodes(self, found: list[Row]) -> list[str]:
         """Each alert's episode, continuing each symbol's open episode (detection/episodes.py)."""
@@ -362,8 +368,9 @@ class AlertBatchWriter:
         per_rule: dict[str, int],
         model: LoadedModel | None,
         profile: BatchProfile,
-    ) -> None:
-        """Buffer the batch's progress row; a background append every ``detection.progress_interval``."""
+    ) -> dict:
+        """Buffer the batch's progress row (returned); a background append every
+        ``detection.progress_interval``."""
         row = {
             "stream_id": self.stream_id(),
             "batch_id": batch_id,
@@ -386,6 +393,7 @@ class AlertBatchWriter:
         if time.monotonic() - self._flushed_at >= self._progress_interval:
             self._flushed_at = time.monotonic()
             self._flusher.submit(self.flush_progress)
+        return row
 
     def flush_progress(self) -> None:
         """Append the buffered progress rows in one commit (off the batch's critical path)."""

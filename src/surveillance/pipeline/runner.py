@@ -21,6 +21,7 @@ from surveillance.config import Settings, resolve_local_path
 from surveillance.kafka.admin import check_access, topic_end_offsets
 from surveillance.kafka.errors import BrokerAccessError
 from surveillance.models.scoring import preload_mlflow
+from surveillance.observability.metrics import watch_queries
 from surveillance.pipeline.backfill import STEPS, BackfillReport, EventRange, run_backfill
 from surveillance.pipeline.stream import StreamingJob, processed_offsets, start_stream, wait_for
 from surveillance.quality.validation import preload_great_expectations
@@ -60,6 +61,7 @@ def run_stream(
     stop_requested = threading.Event()
     previous = _on_stop_signals(stop_requested, console)
     query: StreamingQuery | StreamingJob | None = None
+    stop_metrics: Callable[[], None] = lambda: None  # noqa: E731 - replaced once the queries run
     try:
         # The imports overlap Spark's start-up (a restart waits for both).
         if settings.quality.enabled and settings.stream.enabled:
@@ -72,6 +74,10 @@ def run_stream(
             sum(topic_end_offsets(settings.kafka, settings.kafka.topics.quotes).values()) if once else None
         )
         query = start_stream(spark, settings, once=once)
+        job = query
+        stop_metrics = watch_queries(
+            settings, lambda: job.queries if isinstance(job, StreamingJob) else [job]
+        )
         with _progress(console, disable=not show_progress) as progress:
             task = progress.add_task(query.name, total=None, batches="")
 
@@ -90,6 +96,7 @@ def run_stream(
 
             wait_for(query, show, stop_requested=stop_requested)
     finally:
+        stop_metrics()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if query is not None and query.isActive:
@@ -163,7 +170,10 @@ def _on_stop_signals(stop_requested: threading.Event, console: Console) -> dict[
 def query_process_settings(settings: Settings) -> dict[str, Settings]:
     """The settings of each query's own process: the detection query alone, the lakehouse query alone."""
     return {
-        "detection": settings.with_overrides("stream.enabled=false", "stream.processes=1"),
+        # Each process serves its own metrics: the detection query on the port after the lakehouse's.
+        "detection": settings.with_overrides(
+            "stream.enabled=false", "stream.processes=1", f"metrics.port={settings.metrics.port + 1}"
+        ),
         "lakehouse": settings.with_overrides("detection.enabled=false", "stream.processes=1"),
     }
 

@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
@@ -34,6 +34,7 @@ from pyspark.sql.streaming.state import GroupStateTimeout
 from surveillance.config import Settings, interval_seconds, resolve_local_path
 from surveillance.detection.episodes import ensure_episodes_view
 from surveillance.lakehouse import BRONZE, SILVER, STREAM_PROGRESS, ensure_tables, read_table, table_locations
+from surveillance.observability.metrics import record_lakehouse_batch
 from surveillance.pipeline.batch_errors import reporting_batch_errors
 from surveillance.pipeline.detection import AlertBatchWriter, checkpoint_query_id, start_detection
 from surveillance.pipeline.layers import (
@@ -52,7 +53,7 @@ from surveillance.sinks.delta import append_batch, upsert_bars
 from surveillance.transforms.arrivals import ArrivalLimits
 from surveillance.transforms.bronze import to_bronze
 from surveillance.transforms.gold import on_time, stream_bars
-from surveillance.transforms.silver import parse_quotes, to_quarantine, to_silver
+from surveillance.transforms.silver import contract_reasons, parse_quotes, to_quarantine, to_silver
 from surveillance.transforms.silver_state import (
     OUTPUT_SCHEMA,
     STATE_SCHEMA,
@@ -83,6 +84,8 @@ class BatchStats:
     event_dates: list[dt.date]
     # The merged VARIANT schema of the batch's valid messages (which fields producers sent, of what type).
     message_schema: str | None = None
+    # Quarantined rows by reason: each contract rule's name, and "expectations" for error expectations.
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ def batch_stats(routed: DataFrame) -> BatchStats:
     errors = F.col("dq_errors") if "dq_errors" in routed.columns else F.array()
     contract_valid = valid | (F.size(errors) > 0)
     event_time = F.when(valid, F.col("_event_time"))
+    reasons = contract_reasons()
     row = routed.agg(
         F.count("*").alias("records"),
         F.count_if(valid).alias("valid"),
@@ -122,6 +126,9 @@ def batch_stats(routed: DataFrame) -> BatchStats:
         F.unix_micros(F.max(event_time)).alias("hi"),
         F.collect_set(F.to_date(event_time)).alias("dates"),
         F.schema_of_variant_agg(F.when(contract_valid, F.col("_doc"))).alias("message_schema"),
+        # Per quarantine reason, in the same job: the metrics' label set is the contract's rule names.
+        *[F.count_if(F.col("reject_reason") == name).alias(f"reason:{name}") for name in reasons],
+        F.count_if(F.col("reject_reason").startswith("expectations")).alias("reason:expectations"),
     ).first()
     return BatchStats(
         row["records"],
@@ -131,6 +138,11 @@ def batch_stats(routed: DataFrame) -> BatchStats:
         utc_from_micros(row["hi"]),
         sorted(row["dates"] or []),
         row["message_schema"],
+        {
+            key.removeprefix("reason:"): value
+            for key, value in row.asDict().items()
+            if key.startswith("reason:") and value
+        },
     )
 
 
@@ -312,6 +324,7 @@ class QuoteBatchWriter:
         progress_row = self.spark.createDataFrame([progress], STREAM_PROGRESS.schema)
         self._append(progress_row, STREAM_PROGRESS.name, batch_id)
         self._high_water = (batch_id, high_water)
+        record_lakehouse_batch(progress["query_name"], progress, stats.quarantined_by_reason, dq_rows)
         _crash_point("progress", batch_id)
 
     def _run_all(self, tasks: list[Callable[[], Any]]) -> list[SuiteRun]:

@@ -31,6 +31,7 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel, Field, model_validator
 
 from surveillance.config import Settings, interval_seconds
+from surveillance.observability.api_metrics import ApiMetrics, BacklogCollector
 from surveillance.serving.actions_table import ActionLog, ActionRecord
 from surveillance.serving.alert_status import (
     ACTIONS,
@@ -288,7 +289,11 @@ class Services:
         self.live_slots = threading.BoundedSemaphore(live_clients)
         self.reports = report_workers(settings, locations)
         self.started = time.monotonic()
-        self.backlog: tuple[float, dict[str, int]] | None = None
+        self.backlog: tuple[float, dict[str, dict[int, int]]] | None = None
+        self.metrics = ApiMetrics()
+        self.metrics.add_collector(
+            BacklogCollector(lambda: _kafka_backlog(self), settings.kafka.topics.quotes)
+        )
 
     def warm_up(self) -> None:
         """Read the snapshots, footers and symbol lists once, so the first requests are not the slow ones."""
@@ -335,6 +340,7 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         "Send an API key as `X-API-Key` (or `Authorization: Bearer`).",
     )
     app.state.services = services
+    app.middleware("http")(services.metrics.middleware)
     if serving.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -374,6 +380,13 @@ def create_app(settings: Settings, locations: dict[str, str], keys: ApiKeys, war
         return who
 
     Reader = Annotated[Principal, Depends(reader)]
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus metrics (no key: scraped by Prometheus; counts and timings, never data)."""
+        body, content_type = services.metrics.exposition()
+        return Response(body, media_type=content_type)
+
     add_report_routes(app, settings, services.reports, Reader, AUTH_ERRORS)
 
     # Alerts ------------------------------------------------------------------------------------
@@ -773,21 +786,22 @@ def _health(services: Services) -> Health:
                     else None,
                 )
             )
-    backlog = _kafka_backlog(services)
+    backlog = {query: sum(partitions.values()) for query, partitions in _kafka_backlog(services).items()}
     queries = [q.model_copy(update={"kafka_lag_records": backlog.get(q.query_name)}) for q in queries]
     status: Literal["ok", "degraded"] = "ok" if all(t.reachable for t in tables.values()) else "degraded"
     return Health(status=status, tables=tables, queries=queries, checked_at=now)
 
 
-def _kafka_backlog(services: Services) -> dict[str, int]:
-    """{query: quotes not yet committed}, for queries whose checkpoint is a local folder; cached 2 s."""
+def _kafka_backlog(services: Services) -> dict[str, dict[int, int]]:
+    """{query: {partition: quotes not yet committed}}, for queries whose checkpoint is a local folder;
+    cached 2 s."""
     cached = services.backlog
     if cached is not None and time.monotonic() - cached[0] < 2.0:
         return cached[1]
     from surveillance.checkpoints import committed_offsets, query_checkpoints
     from surveillance.kafka.admin import topic_end_offsets
 
-    backlog: dict[str, int] = {}
+    backlog: dict[str, dict[int, int]] = {}
     local = {q: c for q, c in query_checkpoints(services.settings).items() if Path(c).is_dir()}
     if local:
         try:
@@ -798,6 +812,6 @@ def _kafka_backlog(services: Services) -> dict[str, int]:
         if ends is not None:
             for query, checkpoint in local.items():
                 committed = committed_offsets(checkpoint)
-                backlog[query] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+                backlog[query] = {p: max(0, end - committed.get(p, 0)) for p, end in ends.items()}
     services.backlog = (time.monotonic(), backlog)
     return backlog

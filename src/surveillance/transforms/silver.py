@@ -65,8 +65,8 @@ def _number_checks(name: str) -> list[tuple[Column, str]]:
     ]
 
 
-def _reject_reason() -> Column:
-    """The first contract rule a parsed record breaks, or NULL (columns from :func:`parse_quotes`).
+def _contract_checks() -> list[tuple[Column, str]]:
+    """The quote contract's rules, in the order they are checked: (broken when true, the rule's name).
 
     The contract is the message's shape: JSON, an object, and each known field of its JSON type. Values
     (present, positive, within bounds, a known symbol...) are the expectation suite's job (see
@@ -97,6 +97,17 @@ def _reject_reason() -> Column:
         *_number_checks("bid"),
         *_number_checks("ask"),
     ]
+    return checks
+
+
+def contract_reasons() -> list[str]:
+    """The names a record breaking the contract is quarantined with (the rules' names, in order)."""
+    return [name for _, name in _contract_checks()]
+
+
+def _reject_reason() -> Column:
+    """The first contract rule a parsed record breaks, or NULL (columns from :func:`parse_quotes`)."""
+    checks = _contract_checks()
     reason = F.lit(None).cast("string")
     # Build the CASE from the last check to the first so that the first failing rule wins.
     for failed, name in reversed(checks):

@@ -1,0 +1,213 @@
+"""Observability end to end: a running `surveil stream` (both query processes) and `surveil api` scraped by a
+real Prometheus (Debian's package, started by `surveil monitor`'s code): the metrics equal what the tables
+hold, every dashboard panel's query returns data, and the lag rises while the stream is stopped and falls
+when it catches up."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from api_server import free_port, running_api
+from deltalake import DeltaTable
+from prometheus_client.parser import text_string_to_metric_families
+from stream_process import caught_up, stream_overrides
+
+from surveillance.ingestion.generator import generate_quotes
+from surveillance.models.compare import compare_detectors
+from surveillance.models.registry import mlflow_location
+from surveillance.observability.prometheus_server import Prometheus
+
+if TYPE_CHECKING:
+    from conftest import Pipeline
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "surveillance.json"
+KEY = secrets.token_urlsafe(24)
+SMALL_MODELS = [
+    "models.train.symbols=4",
+    "models.train.minutes=60",
+    "models.test.symbols=2",
+    "models.test.first_symbol=4",
+    "models.test.minutes=60",
+    "models.out_of_distribution.symbols=3",
+    "models.out_of_distribution.minutes=60",
+    "models.evaluation.min_precision=0",
+    "models.detectors={robust_zscore: {}}",
+]
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A process's /metrics: {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and all((k, v) in sample_labels for k, v in labels.items())
+    )
+
+
+def promql(prometheus: Prometheus, query: str) -> list[dict[str, Any]]:
+    return prometheus.api(f"/api/v1/query?query={urllib.parse.quote(query)}")["result"]
+
+
+@contextmanager
+def stream_process(settings: Any, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`surveil stream` (continuous, both query processes) until the block ends; stopped with SIGTERM."""
+    sets = [arg for value in stream_overrides(settings) for arg in ("--set", value)]
+    extra = [
+        f"metrics.port={settings.metrics.port}",
+        f"models.tracking_uri={settings.models.tracking_uri}",
+        f"models.artifact_location={settings.models.artifact_location}",
+        "models.scoring.reload_interval=1 second",
+        "stream.trigger_interval=1 second",
+        "detection.trigger_interval=1 second",
+    ]
+    sets += [arg for value in extra for arg in ("--set", value)]
+    command = [sys.executable, "-m", "surveillance.cli", *sets, "stream"]
+    with open(log, "ab") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def rows(pipeline: Pipeline, table: str) -> int:
+    """A table's rows, read with delta-rs."""
+    return DeltaTable(pipeline.locations[table]).to_pyarrow_dataset().count_rows()
+
+
+def test_metrics_equal_the_tables_and_every_panel_has_data(
+    new_pipeline: Callable[..., Pipeline], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SURVEIL_REAL_DATA", "/nonexistent/realdata")  # a small comparison, no real markets
+    pipeline = new_pipeline(tmp_path)
+    metrics_port = free_port()
+    while free_port() == metrics_port + 1:  # the detection query serves on the next port
+        metrics_port = free_port()
+    settings = pipeline.settings.with_overrides(
+        f"models.tracking_uri=sqlite:///{tmp_path}/mlflow/mlflow.db",
+        f"models.artifact_location={tmp_path}/mlflow/artifacts",
+        *SMALL_MODELS,
+        f"metrics.port={metrics_port}",
+        f"monitor.port={free_port()}",
+        "monitor.scrape_interval=1 second",
+    )
+    pipeline.settings = settings
+    Path(mlflow_location(settings).sqlite_file).parent.mkdir(parents=True)
+    compare_detectors(settings)  # the first registered version becomes the champion
+
+    env = {"SURVEIL_API_KEYS": f"ops:viewer:{KEY}"}
+    with running_api(settings, env, tmp_path / "api.log", KEY) as api:
+        api_port = int(api.base.rsplit(":", 1)[1])
+        prometheus = Prometheus(settings.with_overrides(f"serving.port={api_port}"))
+        prometheus.up()
+        try:
+            generated = generate_quotes(symbols=4, minutes=20, seed=5, inject_anomalies=True, dirty=True)
+            with stream_process(settings, tmp_path / "stream.log"):
+                pipeline.send(generated)
+                wait_until(lambda: caught_up(settings), 300, "both queries to commit every quote")
+                lakehouse, detection = metrics_port, metrics_port + 1
+
+                # The processes' counters equal the tables (the alerts table is appended in the background).
+                def agree() -> bool:
+                    mine, theirs = scrape(lakehouse), scrape(detection)
+                    return (
+                        total(mine, "surveil_stream_input_records_total") == rows(pipeline, "bronze_quotes")
+                        and total(mine, "surveil_silver_quotes_total") == rows(pipeline, "silver_quotes")
+                        and total(mine, "surveil_quarantined_records_total")
+                        == rows(pipeline, "quarantine_quotes")
+                        and total(theirs, "surveil_alerts_total") == rows(pipeline, "alerts") > 0
+                    )
+
+                wait_until(agree, 120, "the metrics to equal the tables")
+                assert rows(pipeline, "quarantine_quotes") > 0 and rows(pipeline, "alerts") > 0
+                assert total(scrape(lakehouse), "surveil_kafka_consumer_lag_records") == 0
+                assert total(scrape(detection), "surveil_model_info", version="1") == 1
+                # API traffic for its panels.
+                for path in ("/v1/alerts", "/v1/symbols", "/v1/health"):
+                    urllib.request.urlopen(
+                        urllib.request.Request(f"{api.base}{path}", headers={"X-API-Key": KEY}), timeout=30
+                    ).read()
+                silver = rows(pipeline, "silver_quotes")
+                wait_until(
+                    lambda: (
+                        [float(r["value"][1]) for r in promql(prometheus, "sum(surveil_silver_quotes_total)")]
+                        == [silver]
+                    ),
+                    60,
+                    "Prometheus to scrape the final counters",
+                )
+                panels = json.loads(DASHBOARD.read_text())["panels"]
+                queries = [
+                    (p["title"], t["expr"].replace("$__rate_interval", "1m"))
+                    for p in panels
+                    for t in p["targets"]
+                ]
+                empty: list[str] = []
+
+                def all_have_data() -> bool:
+                    empty[:] = [f"{title}: {expr}" for title, expr in queries if not promql(prometheus, expr)]
+                    return not empty
+
+                try:
+                    wait_until(all_have_data, 60, "every panel's query to return data")
+                except AssertionError:
+                    raise AssertionError(f"panels without data: {empty}") from None
+
+            # Stopped: quotes pile up, and the checkpoint lag the API exports rises by exactly them.
+            more = generate_quotes(symbols=2, minutes=3, seed=9, first_symbol=6)
+            sent = pipeline.send(more, "more.jsonl")
+            lag = f'sum(surveil_checkpoint_lag_records{{query="{settings.stream.query_name}"}})'
+
+            def lag_now() -> float | None:
+                found = promql(prometheus, lag)
+                return float(found[0]["value"][1]) if found else None
+
+            wait_until(lambda: lag_now() == sent, 60, f"the lag to rise to {sent}")
+            with stream_process(settings, tmp_path / "stream.log"):
+                wait_until(lambda: lag_now() == 0, 300, "the lag to fall back to 0")
+            alerting = prometheus.api("/api/v1/rules")["groups"]
+            assert sum(len(g["rules"]) for g in alerting) == 9
+        finally:
+            prometheus.down()
