@@ -162,7 +162,22 @@ def test_metrics_equal_the_tables_and_every_panel_has_data(
 
                 wait_until(agree, 120, "the metrics to equal the tables")
                 assert rows(pipeline, "quarantine_quotes") > 0 and rows(pipeline, "alerts") > 0
-                assert total(scrape(lakehouse), "surveil_kafka_consumer_lag_records") == 0
+
+                def lags() -> list[float]:
+                    found = scrape(lakehouse)
+                    return [v for (n, _), v in found.items() if n == "surveil_kafka_consumer_lag_records"]
+
+                # Read at scrape time, at most every metrics.lag_refresh: one per partition, all caught up.
+                try:
+                    wait_until(
+                        lambda: len(lags()) == settings.kafka.quotes_partitions, 30, "a lag per partition"
+                    )
+                except AssertionError:
+                    log = (tmp_path / "stream.log").read_text(errors="replace")[-3000:]
+                    raise AssertionError(
+                        f"no lag per partition: {lags()}; the stream's log ends:\n{log}"
+                    ) from None
+                assert sum(lags()) == 0
                 assert total(scrape(detection), "surveil_model_info", version="1") == 1
                 # API traffic for its panels.
                 for path in ("/v1/alerts", "/v1/symbols", "/v1/health"):

@@ -118,3 +118,39 @@ def test_processed_offsets_from_a_query_progress() -> None:
     }
     assert processed_offsets_by_topic(progress) == {"quotes": {0: 120, 1: 98}, "alerts": {0: 7}}
     assert processed_offsets_by_topic({}) == {}
+
+
+def test_processed_offsets_from_spark_progress_objects() -> None:
+    """PySpark 4 keeps a source's offsets as str() of a Python dict; the progress's JVM JSON is read."""
+    from pyspark.sql.streaming.listener import StreamingQueryProgress
+
+    progress = StreamingQueryProgress.fromJson(
+        {
+            "id": "00000000-0000-0000-0000-000000000001",
+            "runId": "00000000-0000-0000-0000-000000000002",
+            "name": "q",
+            "timestamp": "2026-12-07T10:00:00.000Z",
+            "batchId": 3,
+            "batchDuration": 10,
+            "durationMs": {},
+            "eventTime": {},
+            "stateOperators": [],
+            "sources": [
+                {
+                    "description": "KafkaV2[Subscribe[quotes]]",
+                    "startOffset": {"quotes": {"0": 1}},
+                    "endOffset": {"quotes": {"0": 5, "1": 7}},
+                    "latestOffset": {"quotes": {"0": 9, "1": 7}},
+                    "numInputRows": 10,
+                    "inputRowsPerSecond": 1.0,
+                    "processedRowsPerSecond": 2.0,
+                    "metrics": {},
+                }
+            ],
+            "sink": {"description": "noop", "numOutputRows": 0},
+            "numInputRows": 10,
+            "inputRowsPerSecond": 1.0,
+            "processedRowsPerSecond": 2.0,
+        }
+    )
+    assert processed_offsets_by_topic(progress) == {"quotes": {0: 5, 1: 7}}

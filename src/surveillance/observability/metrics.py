@@ -226,6 +226,11 @@ def processed_offsets_by_topic(progress: Mapping[str, Any]) -> dict[str, dict[in
     """{topic: {partition: next offset}} a query's progress (``query.lastProgress``) says it has processed."""
     import json
 
+    compact = getattr(progress, "json", None)
+    if isinstance(compact, str):
+        # A StreamingQueryProgress: PySpark's own fields hold offsets as str() of a Python dict; the JVM's
+        # JSON of the progress holds them as JSON objects.
+        progress = json.loads(compact)
     found: dict[str, dict[int, int]] = {}
     for source in progress.get("sources", []):
         end = source.get("endOffset")
