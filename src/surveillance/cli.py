@@ -567,6 +567,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from surveillance.config import interval_seconds
+    from surveillance.observability.drift import DriftError, run_drift_report
+    from surveillance.reporting.content import ReportError
+    from surveillance.reporting.run import day_range, naive_utc, report_locations
+
+    settings = _settings(args)
+    try:
+        if args.day:
+            since, until = day_range(args.day)
+        elif args.since or args.until:
+            if not (args.since and args.until):
+                raise ReportError("give both --from and --to (or --day)")
+            since = naive_utc(_report_time(args.since, "--from"))
+            until = naive_utc(_report_time(args.until, "--to"))
+        else:
+            until = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+            since = until - dt.timedelta(seconds=interval_seconds(settings.drift.window))
+        run = run_drift_report(settings, report_locations(settings), since, until)
+    except (DriftError, ReportError) as exc:
+        console.print(f"[red]drift: {exc}[/red]")
+        return 2
+    outcome = run.outcome
+    table = Table("column", "test", "score", "threshold", "drift", title=f"{since} to {until} (UTC)")
+    for column in outcome.columns:
+        table.add_row(
+            column.feature,
+            column.method,
+            f"{column.score:.4g}",
+            f"{column.threshold:g}",
+            "[red]yes[/red]" if column.drift_detected else "no",
+        )
+    console.print(table)
+    verdict = "[red]drift detected[/red]" if outcome.drift_detected else "no drift"
+    console.print(
+        f"{verdict} against {run.champion.name} version {run.champion.version}'s training data "
+        f"({outcome.current_rows:,} quotes vs {outcome.reference_rows:,}); report: {run.html}"
+    )
+    return 0
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     from surveillance.observability.prometheus_server import MonitorError, Prometheus
 
@@ -845,6 +886,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--monitor", action="store_true", help="with Prometheus scraping the stream (surveil monitor)"
     )
     demo.set_defaults(func=cmd_demo)
+
+    drift = commands.add_parser(
+        "drift",
+        parents=[common],
+        help="feature drift of a window of silver against the champion's training data",
+    )
+    drift.add_argument("action", choices=["report"])
+    drift.add_argument("--from", dest="since", help="start, ISO date or date-time (UTC without offset)")
+    drift.add_argument("--to", dest="until", help="end (excluded)")
+    drift.add_argument("--day", help="instead of --from/--to: YYYY-MM-DD, today or yesterday")
+    drift.set_defaults(func=cmd_drift)
 
     monitor = commands.add_parser(
         "monitor",

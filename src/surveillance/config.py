@@ -687,6 +687,24 @@ class MonitorSettings(_Strict):
     _interval = field_validator("scrape_interval")(_check_interval)
 
 
+class DriftSettings(_Strict):
+    """`surveil drift report`: a window of silver against the champion's training reference (Evidently)."""
+
+    # Evidently's per-column test and its threshold (normed Wasserstein: a distance in reference standard
+    # deviations; drift above it). The run's verdict: drift when at least this many of the columns the
+    # model reads (its features and the one-quote return) drift.
+    stattest: Literal["wasserstein", "psi", "jensenshannon", "ks"] = "wasserstein"
+    threshold: float = Field(0.1, gt=0)
+    min_columns: int = Field(1, ge=1)
+    # The window when none is given: this long, ending now.
+    window: str = "1 day"
+    # Rows of each side the test sees (a random sample beyond): the report stays seconds, not minutes.
+    max_rows: int = Field(100_000, ge=1000)
+    reports_dir: str = "reports/drift"
+
+    _interval = field_validator("window")(_check_interval)
+
+
 class Settings(_Strict):
     # `schema` would shadow a pydantic BaseModel attribute: the field has another name, the key is `schema`.
     model_config = ConfigDict(
@@ -708,6 +726,7 @@ class Settings(_Strict):
     reports: ReportSettings = ReportSettings()
     metrics: MetricsSettings = MetricsSettings()
     monitor: MonitorSettings = MonitorSettings()
+    drift: DriftSettings = DriftSettings()
 
     @model_validator(mode="after")
     def _some_query_runs(self) -> Settings:

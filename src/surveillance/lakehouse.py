@@ -252,6 +252,31 @@ ALERT_ACTIONS = TableSpec(
     "and after.",
 )
 
+DRIFT_RESULTS = TableSpec(
+    "drift_results",
+    _fields(
+        ("run_id", S),
+        ("run_at", TS),
+        ("window_start", TS),
+        ("window_end", TS),
+        ("model_name", S),
+        ("model_version", S),
+        ("feature", S),
+        ("method", S),
+        ("score", DBL),
+        ("threshold", DBL),
+        ("drift_detected", B),
+        ("reference_rows", L),
+        ("current_rows", L),
+        ("share_drifted", DBL),
+        ("run_drift_detected", B),
+    ),
+    (),
+    # Written by `surveil drift report` (delta-rs), appended to.
+    "One row per drift check and feature: the window of silver compared with the champion's training "
+    "reference, the test, its score, threshold and verdict.",
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -264,6 +289,7 @@ TABLES: dict[str, TableSpec] = {
         DQ_RESULTS,
         BACKFILL_RUNS,
         ALERT_ACTIONS,
+        DRIFT_RESULTS,
     )
 }
 assert tuple(TABLES) == TABLE_NAMES, "surveillance.locations.TABLE_NAMES must list every TableSpec"
@@ -276,6 +302,7 @@ PUBLIC_TABLES = (
     "alerts",
     "dq_results",
     "alert_actions",
+    "drift_results",
 )
 
 

@@ -20,6 +20,7 @@ TABLE_NAMES = (
     "dq_results",
     "backfill_runs",
     "alert_actions",
+    "drift_results",
 )
 
 # A metastore / Unity Catalog name: one to three plain identifiers.

@@ -419,6 +419,7 @@ def test_task_commands() -> None:
         "nightly_backfill": "backfill",
         "nightly_maintenance": "maintain",
         "daily_report": "report",
+        "daily_drift": "drift",
     }
     assert _job_file_prefix(ROOT / "jobs" / "compare_models.py") == ["models", "compare"]
     (comparison,) = _jobs()["model_comparison"]["tasks"]

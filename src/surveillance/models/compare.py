@@ -277,7 +277,11 @@ def _metric_key(kind: str, metric: str, test_set: str = IN_DISTRIBUTION) -> str:
 
 
 def _log_detector_run(
-    result: DetectorResult, settings: Settings, test: LabelledSet, real: dict[str, Any] | None = None
+    result: DetectorResult,
+    settings: Settings,
+    test: LabelledSet,
+    real: dict[str, Any] | None = None,
+    training: pd.DataFrame | None = None,
 ) -> str:
     """Log one detector as a nested run: params, metrics (and ``real``: its real-data row), PR curve and
     recall charts, the model.
@@ -326,6 +330,11 @@ def _log_detector_run(
                 metrics[f"real_{key}"] = float(real[key])
         mlflow.log_metrics(metrics)
         mlflow.log_text(result.table.to_csv(index=False), "metrics_by_type.csv")
+        if training is not None:
+            # What the market looked like to this model: `surveil drift report` compares silver with it.
+            from surveillance.observability.drift import log_reference
+
+            log_reference(training, settings.drift.max_rows)
         example = test.rows[list(FEATURE_COLUMNS)].head(20)
         # MLflow warns about every pickled python_model; our model class is part of the installed library.
         pyfunc_log = logging.getLogger("mlflow.pyfunc")
@@ -484,7 +493,8 @@ def compare_detectors(
                     evaluate_models({name: result.model}, real_data, models.evaluation.merge_gap_seconds)
                 )
                 real_row = real_rows[-1].table.iloc[0].to_dict()
-            model_uris[name] = _log_detector_run(result, settings, test, real_row)
+            training = pd.concat([fit.rows, calibration.rows], ignore_index=True)
+            model_uris[name] = _log_detector_run(result, settings, test, real_row, training)
         metric = models.selection_metric
         best = max(results, key=lambda result: np.nan_to_num(result.score(metric), nan=-1.0))
         on_progress(f"registering {best.name} and deciding the champion")

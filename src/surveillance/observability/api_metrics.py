@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -78,3 +79,54 @@ class BacklogCollector(Collector):
             for partition, lag in partitions.items():
                 family.add_metric([query, self._topic, str(partition)], lag)
         return [family]
+
+
+class DriftCollector(Collector):
+    """The last drift check (``drift_results``, read with delta-rs at most every ``refresh_s``):
+    ``surveil_drift_detected`` (1 when it found drift), ``surveil_feature_drift_score{feature}``, and when
+    it ran. Nothing before the first check."""
+
+    def __init__(self, location: str, refresh_s: float = 10.0) -> None:
+        self._location = location
+        self._refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[dict[str, Any]]] | None = None
+
+    def _last_run(self) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._cached is not None and time.monotonic() - self._cached[0] < self._refresh_s:
+                return self._cached[1]
+            rows: list[dict[str, Any]] = []
+            try:
+                from deltalake import DeltaTable
+
+                table = DeltaTable(self._location).to_pyarrow_table(
+                    columns=["run_id", "run_at", "feature", "score", "run_drift_detected"]
+                )
+                if table.num_rows:
+                    import pyarrow.compute as pc
+
+                    last = table.filter(pc.equal(table["run_at"], pc.max(table["run_at"])))
+                    rows = last.to_pylist()
+            except Exception:  # no check yet (no table), or unreadable: no figures
+                rows = []
+            self._cached = (time.monotonic(), rows)
+            return rows
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        rows = self._last_run()
+        if not rows:
+            return []
+        detected = GaugeMetricFamily(
+            "surveil_drift_detected",
+            "1 when the last drift check found the market drifted from the training data",
+        )
+        detected.add_metric([], 1.0 if rows[0]["run_drift_detected"] else 0.0)
+        when = GaugeMetricFamily("surveil_drift_last_run_timestamp_seconds", "When the last drift check ran")
+        when.add_metric([], rows[0]["run_at"].timestamp())
+        scores = GaugeMetricFamily(
+            "surveil_feature_drift_score", "The last drift check's score per column", labels=["feature"]
+        )
+        for row in rows:
+            scores.add_metric([row["feature"]], float(row["score"]))
+        return [detected, when, scores]

@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel, Field, model_validator
 
 from surveillance.config import Settings, interval_seconds
-from surveillance.observability.api_metrics import ApiMetrics, BacklogCollector
+from surveillance.observability.api_metrics import ApiMetrics, BacklogCollector, DriftCollector
 from surveillance.serving.actions_table import ActionLog, ActionRecord
 from surveillance.serving.alert_status import (
     ACTIONS,
@@ -294,6 +294,8 @@ class Services:
         self.metrics.add_collector(
             BacklogCollector(lambda: _kafka_backlog(self), settings.kafka.topics.quotes)
         )
+        if "drift_results" in locations:
+            self.metrics.add_collector(DriftCollector(locations["drift_results"]))
 
     def warm_up(self) -> None:
         """Read the snapshots, footers and symbol lists once, so the first requests are not the slow ones."""
