@@ -16,18 +16,21 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from api_server import free_port, running_api
 from deltalake import DeltaTable
+from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 from stream_process import caught_up, stream_overrides
 
 from surveillance.ingestion.generator import generate_quotes
 from surveillance.models.compare import compare_detectors
 from surveillance.models.registry import mlflow_location
+from surveillance.observability.drift import run_drift_report
 from surveillance.observability.prometheus_server import Prometheus
 
 if TYPE_CHECKING:
@@ -132,6 +135,7 @@ def test_metrics_equal_the_tables_and_every_panel_has_data(
         f"metrics.port={metrics_port}",
         f"monitor.port={free_port()}",
         "monitor.scrape_interval=1 second",
+        f"drift.reports_dir={tmp_path}/drift",
     )
     pipeline.settings = settings
     Path(mlflow_location(settings).sqlite_file).parent.mkdir(parents=True)
@@ -179,6 +183,20 @@ def test_metrics_equal_the_tables_and_every_panel_has_data(
                     ) from None
                 assert sum(lags()) == 0
                 assert total(scrape(detection), "surveil_model_info", version="1") == 1
+                # The drift check over the window the stream wrote, against the champion's training data.
+                silver_times = DeltaTable(pipeline.locations["silver_quotes"]).to_pandas(
+                    columns=["event_time"]
+                )
+                first = silver_times.event_time.min().tz_convert(None).to_pydatetime()
+                last = silver_times.event_time.max().tz_convert(None).to_pydatetime()
+                drift = run_drift_report(settings, pipeline.locations, first, last + timedelta(seconds=1))
+                assert drift.html.exists() and drift.outcome.current_rows > 0
+                stored = DeltaTable(pipeline.locations["drift_results"]).to_pandas()
+                assert sorted(stored.feature) == sorted(c.feature for c in drift.outcome.columns)
+                logged = MlflowClient(mlflow_location(settings).tracking_uri).list_artifacts(
+                    drift.champion.run_id, "drift"
+                )
+                assert [Path(a.path).name for a in logged] == [drift.html.name]
                 # API traffic for its panels.
                 for path in ("/v1/alerts", "/v1/symbols", "/v1/health"):
                     urllib.request.urlopen(
