@@ -563,7 +563,8 @@ def lakehouse_state_step(
 
 
 # The tables each query writes (its start creates them if missing); the backfill's own are created by it.
-# alert_actions is the API's (surveil api), created with the alerts so the lakehouse lists it from the start.
+# alert_actions is the API's (surveil api), created with the alerts so the lakehouse lists it from the start;
+# drift_results is `surveil drift report`'s, created with the quotes' tables for the same reason.
 DETECTION_TABLES = ("alerts", "stream_progress", "alert_actions")
 LAKEHOUSE_TABLES = (
     "bronze_quotes",
@@ -572,6 +573,7 @@ LAKEHOUSE_TABLES = (
     "gold_bars_1m",
     "dq_results",
     "stream_progress",
+    "drift_results",
 )
 
 
