@@ -804,7 +804,14 @@ def _kafka_backlog(services: Services) -> dict[str, dict[int, int]]:
     from surveillance.kafka.admin import topic_end_offsets
 
     backlog: dict[str, dict[int, int]] = {}
-    local = {q: c for q, c in query_checkpoints(services.settings).items() if Path(c).is_dir()}
+    # Checkpoints on this machine's disk; one not written yet means nothing committed: with
+    # startingOffsets=earliest every record in the topic is still to come.
+    before_start = services.settings.stream.starting_offsets == "earliest"
+    local = {
+        q: c
+        for q, c in query_checkpoints(services.settings).items()
+        if Path(c).is_dir() or (before_start and "://" not in c and Path(c).is_absolute())
+    }
     if local:
         try:
             ends = topic_end_offsets(services.settings.kafka, services.settings.kafka.topics.quotes)
