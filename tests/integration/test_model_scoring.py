@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from model_settings import SMALL_MODELS as SMALL_COMPARISON
 
 from surveillance.config import Settings
 from surveillance.ingestion.generator import ANOMALY_TYPES, GeneratedQuotes, generate_quotes
@@ -25,14 +26,7 @@ from surveillance.pipeline.stream import processed_offsets, start_stream
 pytestmark = pytest.mark.integration
 
 SMALL_MODELS = [
-    "models.train.symbols=4",
-    "models.train.minutes=60",
-    "models.test.symbols=2",
-    "models.test.first_symbol=4",
-    "models.test.minutes=60",
-    "models.out_of_distribution.symbols=3",
-    "models.out_of_distribution.minutes=60",
-    "models.evaluation.min_precision=0",
+    *SMALL_COMPARISON,
     "models.scoring.reload_interval=1 second",
     "stream.trigger_interval=1 second",
 ]

@@ -24,6 +24,7 @@ import pytest
 from api_server import free_port, running_api
 from deltalake import DeltaTable
 from mlflow import MlflowClient
+from model_settings import SMALL_MODELS as SMALL_COMPARISON
 from prometheus_client.parser import text_string_to_metric_families
 from stream_process import caught_up, stream_overrides
 
@@ -41,17 +42,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "monitoring" / "grafana" / "dashboards" / "surveillance.json"
 KEY = secrets.token_urlsafe(24)
-SMALL_MODELS = [
-    "models.train.symbols=4",
-    "models.train.minutes=60",
-    "models.test.symbols=2",
-    "models.test.first_symbol=4",
-    "models.test.minutes=60",
-    "models.out_of_distribution.symbols=3",
-    "models.out_of_distribution.minutes=60",
-    "models.evaluation.min_precision=0",
-    "models.detectors={robust_zscore: {}}",
-]
+SMALL_MODELS = [*SMALL_COMPARISON, "models.detectors={robust_zscore: {}}"]
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
