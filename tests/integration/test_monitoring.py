@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from api_server import free_port, running_api
+from api_server import running_api
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 from model_settings import SMALL_MODELS as SMALL_COMPARISON
@@ -106,6 +107,20 @@ def stream_process(settings: Any, log: Path) -> Iterator[subprocess.Popen[bytes]
                 process.kill()
 
 
+def metrics_and_monitor_ports() -> tuple[int, int]:
+    """A free port whose next one is free too (the two query processes' metrics), and a third free one."""
+    while True:
+        with socket.socket() as first, socket.socket() as second, socket.socket() as third:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            third.bind(("127.0.0.1", 0))
+            return port, third.getsockname()[1]
+
+
 def rows(pipeline: Pipeline, table: str) -> int:
     """A table's rows, read with delta-rs."""
     return DeltaTable(pipeline.locations[table]).to_pyarrow_dataset().count_rows()
@@ -116,24 +131,23 @@ def test_metrics_equal_the_tables_and_every_panel_has_data(
 ) -> None:
     monkeypatch.setenv("SURVEIL_REAL_DATA", "/nonexistent/realdata")  # a small comparison, no real markets
     pipeline = new_pipeline(tmp_path)
-    metrics_port = free_port()
-    while free_port() == metrics_port + 1:  # the detection query serves on the next port
-        metrics_port = free_port()
     settings = pipeline.settings.with_overrides(
         f"models.tracking_uri=sqlite:///{tmp_path}/mlflow/mlflow.db",
         f"models.artifact_location={tmp_path}/mlflow/artifacts",
         *SMALL_MODELS,
-        f"metrics.port={metrics_port}",
-        f"monitor.port={free_port()}",
         "monitor.scrape_interval=1 second",
         f"drift.reports_dir={tmp_path}/drift",
     )
-    pipeline.settings = settings
     Path(mlflow_location(settings).sqlite_file).parent.mkdir(parents=True)
     compare_detectors(settings)  # the first registered version becomes the champion
 
     env = {"SURVEIL_API_KEYS": f"ops:viewer:{KEY}"}
     with running_api(settings, env, tmp_path / "api.log", KEY) as api:
+        # Chosen while the API holds its port: the metrics ports (the detection query's is the next one)
+        # and Prometheus' are three others.
+        metrics_port, monitor_port = metrics_and_monitor_ports()
+        settings = settings.with_overrides(f"metrics.port={metrics_port}", f"monitor.port={monitor_port}")
+        pipeline.settings = settings
         api_port = int(api.base.rsplit(":", 1)[1])
         prometheus = Prometheus(settings.with_overrides(f"serving.port={api_port}"))
         prometheus.up()
