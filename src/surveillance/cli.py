@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from surveillance.config import ConfigError, Settings, load_settings
 from surveillance.kafka.errors import BrokerAccessError
@@ -221,6 +222,59 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if result.unsent_file is not None:
         console.print(f"every record not sent is in {result.unsent_file} (replay it to send them)")
     return 1
+
+
+def _log_line(message: str) -> None:
+    # One unwrapped line each, as written (a feed's messages hold brackets): fit for a service's log.
+    console.print(message, soft_wrap=True, markup=False, highlight=False)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from surveillance.providers.base import available_providers
+    from surveillance.providers.run import run_ingest
+
+    if args.list:
+        for name, point in sorted(available_providers().items()):
+            print(f"{name}\t{point.value}")
+        return 0
+    if not args.provider:
+        console.print("[red]--provider NAME is required (surveil ingest --list shows those installed)")
+        return 2
+    settings = _settings(args)
+    stop = threading.Event()
+
+    def stop_ingesting(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            console.print(f"{name} again: exiting without waiting for acknowledgements")
+            os._exit(128 + signum)
+        console.print(f"{name}: stopping after the quotes already handed over (send it again to force)")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stop_ingesting) for sig in (signal.SIGTERM, signal.SIGINT)}
+    options: dict[str, Any] = {}
+    if args.file:
+        options["file"] = args.file
+    if args.rate:
+        options["rate"] = args.rate
+    try:
+        result = run_ingest(
+            settings,
+            args.provider,
+            _names(args.symbols),
+            topic=args.topic,
+            options=options,
+            stop=stop,
+            say=_log_line,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.unsent_file is not None:
+        _log_line(f"quotes Kafka never acknowledged are in {result.unsent_file} (surveil replay sends them)")
+    if result.error:
+        console.print(Text(result.error, style="red"), soft_wrap=True)
+    return result.exit_code
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -754,6 +808,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds each record is retried through a broker outage before it counts as failed",
     )
     replay.set_defaults(func=cmd_replay)
+
+    ingest = commands.add_parser(
+        "ingest",
+        parents=[common],
+        help="publish a live market data feed (a provider plugin: polygon, yfinance, replay) to Kafka",
+    )
+    ingest.add_argument("--provider", help="the provider's name (--list shows those installed)")
+    ingest.add_argument("--symbols", default=None, help="comma list, as the provider spells them")
+    ingest.add_argument("--topic", default=None, help="default: kafka.topics.quotes")
+    ingest.add_argument("--file", default=None, help="replay: the .jsonl or .csv file")
+    ingest.add_argument("--rate", type=float, default=None, help="replay: records per second")
+    ingest.add_argument("--list", action="store_true", help="list the installed providers and exit")
+    ingest.set_defaults(func=cmd_ingest)
 
     stream = commands.add_parser("stream", parents=[common], help="run the streaming job")
     stream.add_argument("--once", action="store_true", help="process everything available, then stop")

@@ -705,6 +705,70 @@ class DriftSettings(_Strict):
     _interval = field_validator("window")(_check_interval)
 
 
+class ReconnectSettings(_Strict):
+    """Reconnect delays: ``initial`` doubling up to ``max`` (with jitter); reset once a connection works."""
+
+    initial: str = "1 second"
+    max: str = "60 seconds"
+
+    _check = field_validator("initial", "max")(_check_interval)
+
+
+class PolygonSettings(_Strict):
+    """Polygon.io's (Massive's) WebSocket stocks feed: trades carry the latest quote's bid and ask."""
+
+    url: str = "wss://socket.polygon.io/stocks"  # delayed data: wss://delayed.polygon.io/stocks
+    rest_url: str = "https://api.polygon.io"  # market status and ticker checks
+    api_key_env: str = Field("POLYGON_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # T: every trade is a quote row (price, size, the latest bid/ask). Q: quotes only update bid/ask,
+    # unless publish_quotes also makes each a row (price = mid, volume 0).
+    channels: list[Literal["T", "Q"]] = Field(default_factory=lambda: ["T", "Q"], min_length=1)
+    publish_quotes: bool = False
+    check_symbols: bool = True  # ask the reference API whether each ticker exists before subscribing
+    # status: Polygon's market status (holidays included), falling back to the clock; clock; always.
+    market_hours: Literal["status", "clock", "always"] = "status"
+    extended_hours: bool = True  # pre-market and after-hours count as open
+    market_check_interval: str = "5 minutes"
+    reconnect: ReconnectSettings = ReconnectSettings()
+
+    _check = field_validator("market_check_interval")(_check_interval)
+
+
+class YFinanceSettings(_Strict):
+    """Yahoo Finance through the yfinance package: its live WebSocket, or polling when it has none."""
+
+    mode: Literal["auto", "stream", "poll"] = "auto"  # auto: stream when the installed yfinance can
+    url: str | None = None  # the streamer's address; None: yfinance's own (Yahoo)
+    poll_interval: str = "15 seconds"
+    closed_poll_interval: str = "5 minutes"  # every symbol's market closed: ask this rarely
+    reconnect: ReconnectSettings = ReconnectSettings()
+
+    _check = field_validator("poll_interval", "closed_poll_interval")(_check_interval)
+
+
+class ReplayProviderSettings(_Strict):
+    """The file replay as a provider: a JSONL or CSV file, optionally paced."""
+
+    file: str | None = None
+    rate: float | None = Field(None, gt=0)
+
+
+class IngestSettings(_Strict):
+    """`surveil ingest`: live market data into the quotes topic through a provider plugin."""
+
+    buffer_records: int = Field(10_000, ge=1)  # quotes waiting for Kafka; a full buffer holds the feed back
+    dedup_ids: int = Field(100_000, ge=0)  # event_ids remembered to drop a reconnect's resend
+    progress_interval: str = "10 seconds"
+    metrics_port: int | None = Field(None, ge=1, le=65535)  # None: metrics.port + 2
+    retry_for: str = "2 minutes"  # each quote is retried through a broker outage this long
+    polygon: PolygonSettings = PolygonSettings()
+    yfinance: YFinanceSettings = YFinanceSettings()
+    replay: ReplayProviderSettings = ReplayProviderSettings()
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)  # a plugin's own options, by name
+
+    _check = field_validator("progress_interval", "retry_for")(_check_interval)
+
+
 class Settings(_Strict):
     # `schema` would shadow a pydantic BaseModel attribute: the field has another name, the key is `schema`.
     model_config = ConfigDict(
@@ -727,6 +791,7 @@ class Settings(_Strict):
     metrics: MetricsSettings = MetricsSettings()
     monitor: MonitorSettings = MonitorSettings()
     drift: DriftSettings = DriftSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @model_validator(mode="after")
     def _some_query_runs(self) -> Settings:

@@ -254,7 +254,7 @@ class _StallWatch:
                 )
 
 
-def _records(handle: IO[bytes], kind: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+def file_records(handle: IO[bytes], kind: str) -> Iterator[tuple[bytes | None, bytes | None]]:
     """(value, key) per line or row; value None for a blank line or row (skipped and counted)."""
     if kind == "jsonl":
         for line in iter_lines(handle):
@@ -280,7 +280,7 @@ def _progress_bar(enabled: bool) -> Progress:
     )
 
 
-def _connected_producer(
+def connected_producer(
     kafka: KafkaSettings, retry_for_s: float, say: Callable[[str], None]
 ) -> tuple[Any | None, str | None]:
     """A producer whose records are retried for ``retry_for_s``; a broker not reachable yet is waited
@@ -292,6 +292,7 @@ def _connected_producer(
             producer = KafkaProducer(
                 **kafka.client_options(),
                 acks="all",
+                enable_idempotence=True,  # a retried send is written once
                 linger_ms=5,
                 delivery_timeout_ms=window_ms,
                 max_block_ms=window_ms,  # a send waits this long for metadata (an unreachable broker)
@@ -348,7 +349,7 @@ def replay_file(
     not_attempted_from: int | None = None
     stopped_on_request = False
     if own_producer:
-        producer, unreachable = _connected_producer(kafka, retry_for_s, say or console.print)
+        producer, unreachable = connected_producer(kafka, retry_for_s, say or console.print)
         if producer is None:  # nothing is attempted: the whole file is reported (and written) unsent
             tally.note(unreachable or "no broker")
             not_attempted_from = 1
@@ -359,7 +360,7 @@ def replay_file(
             _StallWatch(tally, retry_for_s, say or console.print, stall_every_s),
         ):
             task = bar.add_task(path.name, total=path.stat().st_size, sent=0, failed=0)
-            for count, (value, key) in enumerate(_records(handle, kind), start=1):
+            for count, (value, key) in enumerate(file_records(handle, kind), start=1):
                 if value is None:
                     skipped += 1
                     continue
