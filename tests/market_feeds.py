@@ -245,7 +245,11 @@ class YahooChartServer:
                 },
             }
             return 200, {"chart": {"result": [result], "error": None}}
-        return 200, b"ok"  # the cookie probe
+        if route.startswith("/v10/finance/quoteSummary/"):  # asked about a symbol with no chart
+            symbol = route.rsplit("/", 1)[1]
+            error = {"code": "Not Found", "description": f"Quote not found for symbol: {symbol}"}
+            return 404, {"quoteSummary": {"result": None, "error": error}}
+        return 200, b"ok"  # the cookie probe and consent pages
 
     def close(self) -> None:
         self.http.close()

@@ -47,7 +47,9 @@ MARKET_HOURS = {0: "pre-market", 1: "regular", 2: "post-market", 3: "extended ho
 
 
 def _int(value: Any) -> int | None:
-    # yfinance hands 64-bit protobuf fields over as text.
+    # yfinance hands 64-bit protobuf fields over as text, and chart times as pandas Timestamps.
+    if hasattr(value, "timestamp"):
+        return int(value.timestamp())
     try:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
@@ -125,8 +127,9 @@ def _ours_or_raw(yahoo: str) -> str:
 def chart_market_open(meta: Mapping[str, Any], now: float) -> bool:
     """Whether ``now`` (Unix s) is inside the chart's current trading period, pre- to post-market."""
     periods = meta.get("currentTradingPeriod") or {}
-    starts = [p.get("start") for p in periods.values() if isinstance(p, Mapping) and p.get("start")]
-    ends = [p.get("end") for p in periods.values() if isinstance(p, Mapping) and p.get("end")]
+    bounds = [p for p in periods.values() if isinstance(p, Mapping)]
+    starts = [s for s in (_int(p.get("start")) for p in bounds) if s is not None]
+    ends = [e for e in (_int(p.get("end")) for p in bounds) if e is not None]
     if not starts or not ends:
         return True  # no schedule given: assume it trades (crypto)
     return min(starts) <= now < max(ends)
@@ -258,12 +261,19 @@ class YFinanceProvider:
                 raise UnknownSymbolError(f"Yahoo does not know {yahoo}: {exc}") from None
             except YFRateLimitError as exc:
                 raise _RateLimited(str(exc)) from None
+            except OSError as exc:  # requests' errors; a 404 is Yahoo's answer for a symbol it lacks
+                if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                    raise UnknownSymbolError(
+                        f"Yahoo does not know {yahoo} (404 from its quote service)"
+                    ) from None
+                raise
             feed.received()
             any_open = any_open or chart_market_open(meta, time.time())
             row = self.quotes.from_chart(yahoo, meta)
-            if row is None or last_time.get(yahoo) == int(meta["regularMarketTime"]):
+            stamp = _int(meta.get("regularMarketTime"))
+            if row is None or last_time.get(yahoo) == stamp:
                 continue  # nothing new since the last poll
-            last_time[yahoo] = int(meta["regularMarketTime"])
+            last_time[yahoo] = stamp
             feed.publish(contract_record(row))
         return any_open
 
