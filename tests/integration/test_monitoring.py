@@ -245,6 +245,6 @@ def test_metrics_equal_the_tables_and_every_panel_has_data(
                     raise AssertionError(f"panels without data: {empty}") from None
 
             alerting = prometheus.api("/api/v1/rules")["groups"]
-            assert sum(len(g["rules"]) for g in alerting) == 9
+            assert sum(len(g["rules"]) for g in alerting) == 13
         finally:
             prometheus.down()

@@ -42,6 +42,13 @@ def stream_targets(settings: Settings) -> list[str]:
     return [f"{metrics.host}:{metrics.port}", f"{metrics.host}:{metrics.port + 1}"]
 
 
+def ingest_target(settings: Settings) -> str:
+    """Where `surveil ingest` serves its metrics (``ingest.metrics_port``, else ``metrics.port + 2``)."""
+    from surveillance.providers.run import ingest_metrics_port
+
+    return f"{settings.metrics.host}:{ingest_metrics_port(settings)}"
+
+
 def scrape_config(settings: Settings, rules: Path = RULES) -> dict[str, Any]:
     interval = f"{interval_seconds(settings.monitor.scrape_interval)}s"
     return {
@@ -54,6 +61,8 @@ def scrape_config(settings: Settings, rules: Path = RULES) -> dict[str, Any]:
                 "metrics_path": "/metrics",
                 "static_configs": [{"targets": [f"{settings.serving.host}:{settings.serving.port}"]}],
             },
+            # `surveil ingest`, where one runs: a target down is an alert only once it has been up.
+            {"job_name": "surveil_ingest", "static_configs": [{"targets": [ingest_target(settings)]}]},
         ],
     }
 

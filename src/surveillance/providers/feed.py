@@ -98,6 +98,7 @@ class KafkaFeed:
         BUFFER_CAPACITY.labels(provider).set(buffer_records)
         BUFFERED.labels(provider).set(0)
         CONNECTED.labels(provider).set(0)
+        MARKET_OPEN.labels(provider).set(1)  # open unless the provider says otherwise
 
     # -- the provider's side ------------------------------------------------------------------------
 
