@@ -39,7 +39,8 @@ test-recovery: setup
 test-chaos: setup
 	$(BIN)/python -m pytest -q -rP -m chaos
 
-# A Spark standalone cluster on loopback (master + two workers): the stream and a backfill via spark-submit.
+# The jobs through spark-submit: on a Spark standalone cluster on loopback (master + two workers), and the
+# backfill against the stream's tables (local master).
 test-cluster: setup
 	$(BIN)/python -m pytest -q -m cluster
 

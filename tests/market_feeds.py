@@ -213,6 +213,7 @@ class YahooChartServer:
 
     def __init__(self, charts: dict[str, dict[str, Any]]) -> None:
         self.charts = charts
+        self.failing: dict[str, int] = {}  # symbol -> an HTTP status its chart answers (503: Yahoo down)
         self.requests: list[str] = []
         self.http = _HttpServer(self._route)
         self.url = self.http.url
@@ -224,6 +225,9 @@ class YahooChartServer:
             return 200, b"localcrumb"
         if route.startswith("/v8/finance/chart/"):
             symbol = route.rsplit("/", 1)[1]
+            if symbol in self.failing:
+                error = {"code": "Internal Server Error", "description": "Service unavailable, try later"}
+                return self.failing[symbol], {"chart": {"result": None, "error": error}}
             if symbol not in self.charts:
                 error = {"code": "Not Found", "description": "No data found, symbol may be delisted"}
                 return 404, {"chart": {"result": None, "error": error}}

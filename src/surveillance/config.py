@@ -739,6 +739,7 @@ class YFinanceSettings(_Strict):
 
     mode: Literal["auto", "stream", "poll"] = "auto"  # auto: stream when the installed yfinance can
     url: str | None = None  # the streamer's address; None: yfinance's own (Yahoo)
+    check_symbols: bool = True  # ask Yahoo's chart service about each symbol before streaming
     poll_interval: str = "15 seconds"
     closed_poll_interval: str = "5 minutes"  # every symbol's market closed: ask this rarely
     reconnect: ReconnectSettings = ReconnectSettings()

@@ -29,7 +29,7 @@ from surveillance.pipeline.backfill import EventRange, event_range, run_backfill
 if TYPE_CHECKING:
     from conftest import Pipeline
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
 REBUILT = ("silver_quotes", "gold_bars_1m", "alerts", "quarantine_quotes", "dq_results", "backfill_runs")

@@ -365,6 +365,7 @@ def test_yfinance_stream_of_yahoo_symbols_reaches_silver_in_our_symbology(pipeli
             sets=(
                 f"ingest.yfinance.url={streamer.url}/?version=2",
                 "ingest.yfinance.mode=stream",
+                "ingest.yfinance.check_symbols=false",
                 "ingest.yfinance.reconnect.initial=1 second",
                 f"ingest.metrics_port={free_port()}",
             ),

@@ -272,20 +272,37 @@ def test_a_stop_releases_a_provider_blocked_on_a_full_buffer() -> None:
     assert outcome == ["stopped"]
     kafka.release.set()
     feed.close(timeout_s=10)
-    assert feed.tally.published == len(kafka.sent) >= 1  # what it had taken is still sent
+    assert feed.tally.published == len(kafka.sent) == 2  # the one in send() and the one buffered
+
+
+def test_a_close_that_kafka_does_not_let_finish_writes_the_buffer_to_the_unsent_file(tmp_path: Path) -> None:
+    kafka = _SlowKafka()  # never released: Kafka takes nothing
+    unsent = tmp_path / "unsent.jsonl"
+    feed = KafkaFeed(
+        "test", kafka.send, lambda: None, buffer_records=10, unsent_path=unsent, say=lambda _: None
+    )
+    feed.start()
+    for n in range(4):
+        feed.publish(_record(n))
+    feed.close(timeout_s=1)
+    assert unsent.read_bytes() == b"1\n2\n3\n"  # "0" is in send(), which reports it itself
+    assert feed.tally.noted and "did not take the buffered quotes" in (feed.tally.first_error or "")
+    kafka.release.set()
 
 
 def test_quotes_kafka_refused_are_written_to_an_unsent_file(tmp_path: Path) -> None:
     kafka = _SlowKafka()
     kafka.release.set()
-    feed = KafkaFeed("test", kafka.send, lambda: None, buffer_records=10, say=lambda _: None)
+    unsent = tmp_path / "unsent.jsonl"
+    feed = KafkaFeed(
+        "test", kafka.send, lambda: None, buffer_records=10, unsent_path=unsent, say=lambda _: None
+    )
     feed.start()
     for value in ("a", "refused", "b"):
         feed.publish(FeedRecord(key=None, value=value.encode()))
     feed.close(timeout_s=10)
     assert (feed.tally.published, feed.tally.failed) == (2, 1)
-    unsent = feed.write_unsent(tmp_path / "unsent.jsonl")
-    assert unsent is not None and unsent.read_bytes() == b"refused\n"
+    assert unsent.read_bytes() == b"refused\n"
     result = IngestResult(published=2, failed=1, duplicates=0, reconnects=0)
     assert result.exit_code == 1
     assert IngestResult(0, 0, 0, 0, error="bad key", fatal=True).exit_code == 2
@@ -360,14 +377,23 @@ def _chart(price: float, stamp: int, volume: int, open_now: bool = True) -> dict
     }
 
 
-def test_yfinance_polling_against_a_local_chart_server(tmp_path: Path) -> None:
+@pytest.fixture
+def yfinance_cache(tmp_path: Path) -> Any:
+    """yfinance's caches in a temporary folder, and its process-wide error setting restored afterwards."""
+    import yfinance
+
+    hidden = yfinance.config.debug.hide_exceptions
+    yfinance.set_tz_cache_location(str(tmp_path / "yfinance-cache"))
+    yield yfinance
+    yfinance.config.debug.hide_exceptions = hidden
+
+
+def test_yfinance_polling_against_a_local_chart_server(yfinance_cache: Any) -> None:
     """The polling layer through yfinance itself (its session pointed at a local server speaking Yahoo's
     chart endpoint): a new market time is published once, an unchanged one is not, a closed market is
     reported, and a symbol Yahoo does not know is a clear error."""
-    import yfinance
     from market_feeds import LocalYahooSession, YahooChartServer
 
-    yfinance.set_tz_cache_location(str(tmp_path / "yfinance-cache"))
     stamp = int(time.time()) - 30
     server = YahooChartServer({"AAPL": _chart(231.5, stamp, 1000), "BRK-B": _chart(471.1, stamp, 50, False)})
     try:
@@ -386,6 +412,9 @@ def test_yfinance_polling_against_a_local_chart_server(tmp_path: Path) -> None:
         provider.poll_once(feed, last_time)
         latest = json.loads(feed.records[-1].value)
         assert (latest["price"], latest["volume"], len(feed.records)) == (231.7, 300, 3)
+        server.failing["AAPL"] = 503  # Yahoo having a bad minute is not an unknown symbol
+        assert provider.poll_once(feed, last_time) is False and len(feed.records) == 3
+        del server.failing["AAPL"]
         server.charts["AAPL"] = _chart(231.7, stamp + 5, 1300, open_now=False)
         assert provider.poll_once(feed, last_time) is False  # every market closed: poll rarely
         unknown = YFinanceProvider(settings, ["ZZZZQ"], {"session": session})
@@ -393,3 +422,39 @@ def test_yfinance_polling_against_a_local_chart_server(tmp_path: Path) -> None:
             unknown.poll_once(_RecordingFeed(), {})
     finally:
         server.close()
+
+
+class _FakeSocket:
+    """What PolygonProvider._read needs of a connection: frames, then the connection closing."""
+
+    def __init__(self, frames: list[str]) -> None:
+        self.frames = frames
+
+    def recv(self, timeout: float | None = None) -> str:
+        if not self.frames:
+            from websockets.exceptions import ConnectionClosedError
+
+            raise ConnectionClosedError(None, None)
+        return self.frames.pop(0)
+
+
+def test_a_polygon_frame_or_event_we_cannot_read_is_said_and_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    from surveillance.providers.polygon import PolygonProvider
+
+    monkeypatch.setenv("POLYGON_API_KEY", "k")
+    settings = load_settings(overrides=["ingest.polygon.market_hours=always"])
+    provider = PolygonProvider(settings, ["AAPL"], {})
+    good = _trade("AAPL", 1_795_185_000_000, 3)
+    frames = [
+        "not json",
+        json.dumps([{**_trade("AAPL", 1_795_185_000_000, 1), "p": None}, {"ev": "T", "sym": "AAPL"}]),
+        json.dumps([good]),
+    ]
+    feed = _RecordingFeed()
+    with pytest.raises(ConnectionClosed):
+        provider._read(_FakeSocket(frames), feed)
+    assert [json.loads(record.value)["event_id"] for record in feed.records] == ["polygon:T:AAPL:20261120:3"]
+    assert sum("not JSON" in line for line in feed.lines) == 1
+    assert sum("an event we cannot read" in line for line in feed.lines) == 2

@@ -26,6 +26,8 @@ from surveillance.providers.base import FeedRecord, FeedStopped, RecentIds
 
 log = logging.getLogger(__name__)
 
+MAX_SYMBOL_SERIES = 1000  # symbols with a last-quote-time series of their own
+
 MESSAGES = Counter("surveil_ingest_messages", "Messages read from the provider's feed", ["provider"])
 QUOTES = Counter("surveil_ingest_quotes", "Contract quotes handed to the feed", ["provider"])
 PUBLISHED = Counter("surveil_ingest_published", "Quotes Kafka acknowledged", ["provider"])
@@ -62,8 +64,8 @@ class _Tally:
     failed: int = 0
     reconnects: int = 0
     first_error: str | None = None
+    noted: bool = False  # an error not about one record (a flush, a close that timed out)
     last_quote: dict[str, str] = field(default_factory=dict)  # symbol -> event time
-    unsent: list[bytes] = field(default_factory=list)
 
 
 class KafkaFeed:
@@ -81,6 +83,7 @@ class KafkaFeed:
         *,
         buffer_records: int,
         dedup_ids: int = 100_000,
+        unsent_path: Path | None = None,
         say: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -88,9 +91,14 @@ class KafkaFeed:
         self._send, self._flush, self._say, self._clock = send, flush, say, clock
         self._buffer: queue.Queue[FeedRecord | None] = queue.Queue(maxsize=buffer_records)
         self._stop = threading.Event()
+        self._closing = threading.Event()  # the provider is done: drain, then end
+        self._abandoned = threading.Event()  # close() gave up waiting: take nothing more
+        self.unsent_path = unsent_path
         self._recent = RecentIds(dedup_ids)
+        self._recent_lock = threading.Lock()  # a plugin may publish from several threads
         self.tally = _Tally()
         self._market_open: bool | None = None
+        self._series: set[str] = set()
         self._publisher = threading.Thread(
             target=self._publish_loop, name=f"ingest-{provider}-kafka", daemon=True
         )
@@ -105,7 +113,9 @@ class KafkaFeed:
     def publish(self, record: FeedRecord) -> None:
         if self._stop.is_set():
             raise FeedStopped
-        if record.event_id is not None and self._recent.seen(record.event_id):
+        with self._recent_lock:
+            resent = record.event_id is not None and self._recent.seen(record.event_id)
+        if resent:
             with self.tally.lock:
                 self.tally.duplicates += 1
             DUPLICATES.labels(self.provider).inc()
@@ -128,9 +138,16 @@ class KafkaFeed:
                 self.tally.last_quote[record.symbol] = record.event_time
         QUOTES.labels(self.provider).inc()
         BUFFERED.labels(self.provider).set(self._buffer.qsize())
-        if record.symbol and record.event_time:
+        if record.symbol and record.event_time and self._symbol_series(record.symbol):
             moment = datetime.fromisoformat(record.event_time.replace("Z", "+00:00"))
             LAST_QUOTE.labels(self.provider, record.symbol).set(moment.timestamp())
+
+    def _symbol_series(self, symbol: str) -> bool:
+        # One series per symbol, up to a bound: a firehose (Polygon's "*") must not flood Prometheus.
+        if symbol in self._series or len(self._series) < MAX_SYMBOL_SERIES:
+            self._series.add(symbol)
+            return True
+        return False
 
     def received(self, count: int = 1) -> None:
         with self.tally.lock:
@@ -180,19 +197,31 @@ class KafkaFeed:
         self._stop.set()
 
     def close(self, timeout_s: float) -> None:
-        """After the provider returned: send what is buffered, wait for every acknowledgement."""
+        """After the provider returned: send what is buffered and wait for the acknowledgements, for up to
+        ``timeout_s``; whatever is still buffered then is written to the unsent file."""
         self._stop.set()
-        self._buffer.put(None)  # the publisher's end marker, after everything buffered
+        self._closing.set()
         self._publisher.join(timeout_s)
         if self._publisher.is_alive():
-            self._note(f"the buffer was not drained within {timeout_s:.0f} s")
+            self._abandoned.set()  # the publisher takes nothing more; what it holds in send() it reports
+            self._note(f"Kafka did not take the buffered quotes within {timeout_s:.0f} s")
+        while True:
+            try:
+                record = self._buffer.get_nowait()
+            except queue.Empty:
+                break
+            self._failed(record.value, "not sent: the feed closed before Kafka took it")
+        BUFFERED.labels(self.provider).set(0)
 
     def _publish_loop(self) -> None:
-        while True:
-            record = self._buffer.get()
+        while not self._abandoned.is_set():
+            try:
+                record = self._buffer.get(timeout=0.25)
+            except queue.Empty:
+                if self._closing.is_set():
+                    break  # stopped and drained
+                continue
             BUFFERED.labels(self.provider).set(self._buffer.qsize())
-            if record is None:
-                break
             try:
                 self._send(
                     record, self._acknowledged, lambda error, value=record.value: self._failed(value, error)
@@ -201,7 +230,7 @@ class KafkaFeed:
                 self._failed(record.value, exc)
         try:
             self._flush()
-        except Exception as exc:
+        except Exception as exc:  # unacknowledged records are reported by their own callbacks
             self._note(f"flush failed: {exc}")
 
     def _acknowledged(self, *_: Any) -> None:
@@ -210,18 +239,23 @@ class KafkaFeed:
         PUBLISHED.labels(self.provider).inc()
 
     def _failed(self, value: bytes, error: Any) -> None:
+        """Count a record Kafka never took and append it, as sent, to the unsent file (memory stays flat)."""
         with self.tally.lock:
             self.tally.failed += 1
-            self.tally.unsent.append(value)
             if self.tally.first_error is None:
                 self.tally.first_error = (
                     error if isinstance(error, str) else f"{type(error).__name__}: {error}"
                 )
+            if self.unsent_path is not None:
+                self.unsent_path.parent.mkdir(parents=True, exist_ok=True)
+                with self.unsent_path.open("ab") as unsent:
+                    unsent.write(value + b"\n")
         FAILED.labels(self.provider).inc()
 
     def _note(self, error: str) -> None:
         with self.tally.lock:
             self.tally.first_error = self.tally.first_error or error
+            self.tally.noted = True
 
     # -- reporting ----------------------------------------------------------------------------------
 
@@ -241,16 +275,6 @@ class KafkaFeed:
                 f"· buffer {self._buffer.qsize():,}/{self._buffer.maxsize:,} · reconnects {tally.reconnects}"
                 + (f" · last {shown}{more}" if shown else "")
             )
-
-    def write_unsent(self, path: Path) -> Path | None:
-        """Every record Kafka never acknowledged, as sent, one per line (None when there is none)."""
-        with self.tally.lock:
-            unsent = list(self.tally.unsent)
-        if not unsent:
-            return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"".join(value + b"\n" for value in unsent))
-        return path
 
 
 def kafka_sender(

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
 from surveillance.config import Settings, interval_seconds
@@ -225,16 +225,26 @@ class PolygonProvider:
         while True:
             while not self.market_open(feed):
                 feed.wait(min(interval_seconds(self.settings.market_check_interval), 60))
+            connected_at = None
             try:
                 with connect(self.settings.url, open_timeout=15, close_timeout=5, max_size=2**24) as socket:
                     self._handshake(socket, feed)
-                    self.backoff.reset()
+                    connected_at = time.monotonic()
                     self._read(socket, feed)
                     continue  # the market closed: the loop waits for it to open again
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if 400 <= status < 500 and status != 429:  # a wrong address or a plan without this feed
+                    raise ProviderError(
+                        f"{self.settings.url} refused the WebSocket upgrade: HTTP {status}"
+                    ) from None
+                reason = _reason(exc)
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, ProviderReconnect) as exc:
                 reason = _reason(exc)
             except InvalidURI as exc:
                 raise ProviderError(f"ingest.polygon.url is not a WebSocket address: {exc}") from None
+            if connected_at is not None and time.monotonic() - connected_at >= self.backoff.maximum:
+                self.backoff.reset()  # it held long enough: a fresh drop starts from the first delay
             delay = self.backoff.next_delay()
             feed.disconnected(reason, delay)
             feed.wait(delay)
@@ -243,7 +253,11 @@ class PolygonProvider:
         socket.send(json.dumps({"action": "auth", "params": self.api_key}))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            for event in _events(socket.recv(timeout=max(0.1, deadline - time.monotonic()))):
+            try:
+                events = _events(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+            except ValueError:
+                continue  # not JSON: not the answer we wait for
+            for event in events:
                 feed.received()
                 status, message = event.get("status"), event.get("message", "")
                 if event.get("ev") != "status" or status in ("connected", "success"):
@@ -273,20 +287,26 @@ class PolygonProvider:
                 frame = socket.recv(timeout=_READ_TIMEOUT_S)
             except TimeoutError:
                 continue
-            for event in _events(frame):
+            try:
+                events = _events(frame)
+            except ValueError as exc:
+                feed.received()
+                feed.say(f"a frame that is not JSON ({exc}): {str(frame)[:200]}")
+                continue
+            for event in events:
                 feed.received()
                 if event.get("ev") == "status":
                     self._status(event, feed)
                     continue
                 try:
-                    rows = self.book.rows(event)
+                    records = [contract_record(row) for row in self.book.rows(event)]
                 except (KeyError, TypeError, ValueError) as exc:
                     feed.say(
                         f"an event we cannot read ({type(exc).__name__}: {exc}): {json.dumps(event)[:200]}"
                     )
                     continue
-                for row in rows:
-                    feed.publish(contract_record(row))
+                for record in records:
+                    feed.publish(record)
 
     def _status(self, event: Mapping[str, Any], feed: Feed) -> None:
         status, message = event.get("status"), event.get("message", "")

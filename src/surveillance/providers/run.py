@@ -63,6 +63,9 @@ def run_ingest(
         provider = load_provider(provider_name)(settings, list(symbols), dict(options or {}))
     except ProviderError as exc:
         return IngestResult(0, 0, 0, 0, error=str(exc), fatal=True)
+    except ImportError as exc:  # a provider's own packages are an extra
+        why = f"the {provider_name} provider needs {exc.name or exc}: pip install 'surveillance[ingest]'"
+        return IngestResult(0, 0, 0, 0, error=why, fatal=True)
     retry_for_s = float(interval_seconds(settings.ingest.retry_for))
     producer, unreachable = connected_producer(settings.kafka, retry_for_s, say)
     if producer is None:
@@ -70,12 +73,15 @@ def run_ingest(
     topic = topic or settings.kafka.topics.quotes
     if settings.metrics.enabled:
         serve_metrics(settings.metrics.host, ingest_metrics_port(settings))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    unsent = Path(resolve_local_path(settings.state_dir)) / "ingest" / f"{provider_name}.unsent.{stamp}.jsonl"
     feed = KafkaFeed(
         provider_name,
         kafka_sender(producer, topic),
         producer.flush,
         buffer_records=settings.ingest.buffer_records,
         dedup_ids=settings.ingest.dedup_ids,
+        unsent_path=unsent,
         say=say,
     )
     failure: list[BaseException] = []
@@ -106,18 +112,23 @@ def run_ingest(
     feed.stop()
     worker.join(15)
     feed.close(timeout_s=retry_for_s + 10)
-    producer.close(timeout=10)
+    try:
+        producer.close(timeout=10)
+    except Exception as exc:  # batches still unacknowledged: their callbacks count them failed
+        feed.say(f"the producer did not close cleanly: {exc}")
     say(feed.progress_line())
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    unsent = feed.write_unsent(
-        Path(resolve_local_path(settings.state_dir)) / "ingest" / f"{provider_name}.unsent.{stamp}.jsonl"
-    )
     error = failure[0] if failure else None
     tally = feed.tally
-    if error is None and tally.first_error and tally.failed:
-        message: str | None = f"{tally.failed} quote(s) not acknowledged: {tally.first_error}"
+    if error is not None:
+        message: str | None = (
+            str(error) if isinstance(error, ProviderError) else f"{type(error).__name__}: {error}"
+        )
+    elif tally.failed:
+        message = f"{tally.failed} quote(s) not acknowledged: {tally.first_error}"
+    elif tally.noted:
+        message = tally.first_error
     else:
-        message = None if error is None else (str(error) or type(error).__name__)
+        message = None
     return IngestResult(
         published=tally.published,
         failed=tally.failed,
@@ -125,5 +136,5 @@ def run_ingest(
         reconnects=tally.reconnects,
         error=message,
         fatal=isinstance(error, ProviderError),
-        unsent_file=unsent,
+        unsent_file=unsent if tally.failed else None,
     )

@@ -155,6 +155,7 @@ class YFinanceProvider:
                 raise UnknownSymbolError(str(exc)) from None
         self.quotes = YahooQuotes(mapping)
         self.session = options.get("session")  # a requests/curl_cffi session (a proxy, a local stand-in)
+        self._known: set[str] = set()  # symbols Yahoo answered for
         mode = self.settings.mode
         if mode == "auto":
             mode = "stream" if hasattr(yfinance, "WebSocket") else "poll"
@@ -188,6 +189,8 @@ class YFinanceProvider:
     def _stream(self, feed: Feed) -> None:
         url = self.settings.url or "wss://streamer.finance.yahoo.com/?version=2"
         symbols = list(self.quotes.symbols)
+        if self.settings.check_symbols:
+            self.check_symbols(feed)  # Yahoo's streamer accepts any name and then stays silent on it
         while True:
             self._market_by_clock(feed)
             client = self.yf.WebSocket(url=url, verbose=False)
@@ -199,9 +202,10 @@ class YFinanceProvider:
                 feed.wait(delay)
                 continue
             feed.connected(f"{url}, subscribed to {','.join(symbols)}")
+            connected_at = time.monotonic()
             got = self._listen(client, feed)
-            if got:
-                self.backoff.reset()
+            if time.monotonic() - connected_at >= self.backoff.maximum:
+                self.backoff.reset()  # it held long enough: a fresh drop starts from the first delay
             delay = self.backoff.next_delay()
             feed.disconnected(f"the streamer closed the connection after {got} update(s)", delay)
             feed.wait(delay)
@@ -212,21 +216,21 @@ class YFinanceProvider:
         count = [0]
 
         def handle(message: dict[str, Any]) -> None:
+            # Anything raised here would end yfinance's listen (and the connection): report and go on.
             feed.received()
             count[0] += 1
             if feed.stopping():
                 return
-            if "error" in message:
-                feed.say(f"an update yfinance could not decode: {message['error']}")
-                return
-            row = self.quotes.from_stream(message)
-            if row is None:
-                feed.say(f"an update without a symbol, time or price: {dict(message)}")
-                return
             try:
+                row = self.quotes.from_stream(message) if "error" not in message else None
+                if row is None:
+                    feed.say(f"an update we cannot read: {dict(message)}"[:300])
+                    return
                 feed.publish(contract_record(row))
             except FeedStopped:
                 return
+            except Exception as exc:
+                feed.say(f"an update we cannot read ({type(exc).__name__}: {exc}): {dict(message)}"[:300])
 
         def listen() -> None:
             try:
@@ -236,38 +240,67 @@ class YFinanceProvider:
 
         listener = threading.Thread(target=listen, name="yfinance-listen", daemon=True)
         listener.start()
+        next_market_check = time.monotonic() + 60
         while listener.is_alive():
             listener.join(0.5)
             if feed.stopping():
                 _close(client)
                 listener.join(5)
                 raise FeedStopped
+            if time.monotonic() >= next_market_check:  # a connection can outlive a session
+                self._market_by_clock(feed)
+                next_market_check = time.monotonic() + 60
         _close(client)
         return count[0]
 
     # -- poll -----------------------------------------------------------------------------------------
 
+    def chart(self, yahoo: str) -> Mapping[str, Any] | None:
+        """The symbol's chart metadata; None when Yahoo has no prices for it right now (a quiet morning,
+        a 5xx). UnknownSymbolError when Yahoo does not know the symbol; _RateLimited on a 429."""
+        from yfinance.exceptions import YFPricesMissingError, YFRateLimitError, YFTickerMissingError
+
+        ticker = self.yf.Ticker(yahoo, session=self.session)
+        try:
+            ticker.history(period="1d", interval="1m", prepost=True)
+            meta = ticker.get_history_metadata()
+        except YFPricesMissingError:
+            return None
+        except YFTickerMissingError as exc:
+            if yahoo in self._known:
+                return None  # it answered before: a passing failure, not an unknown symbol
+            raise UnknownSymbolError(f"Yahoo does not know {yahoo}: {exc}") from None
+        except YFRateLimitError as exc:
+            raise _RateLimited(str(exc)) from None
+        except OSError as exc:  # requests' errors; a 404 is Yahoo's answer for a symbol it lacks
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status == 404 and yahoo not in self._known:
+                raise UnknownSymbolError(
+                    f"Yahoo does not know {yahoo} (404 from its quote service)"
+                ) from None
+            raise
+        self._known.add(yahoo)
+        return meta
+
+    def check_symbols(self, feed: Feed) -> None:
+        """Ask Yahoo about each symbol once: an unknown one is an error; other failures are said and left."""
+        for yahoo in self.quotes.symbols:
+            try:
+                self.chart(yahoo)
+            except UnknownSymbolError:
+                raise
+            except Exception as exc:
+                feed.say(f"could not check {yahoo} ({type(exc).__name__}: {exc}); subscribing anyway")
+                return
+
     def poll_once(self, feed: Feed, last_time: dict[str, int]) -> bool:
         """Ask each symbol's chart once and publish what changed; True if any symbol's market is open."""
-        from yfinance.exceptions import YFRateLimitError, YFTickerMissingError
-
         any_open = False
         for yahoo in self.quotes.symbols:
-            ticker = self.yf.Ticker(yahoo, session=self.session)
-            try:
-                ticker.history(period="1d", interval="1m", prepost=True)
-                meta = ticker.get_history_metadata()
-            except YFTickerMissingError as exc:
-                raise UnknownSymbolError(f"Yahoo does not know {yahoo}: {exc}") from None
-            except YFRateLimitError as exc:
-                raise _RateLimited(str(exc)) from None
-            except OSError as exc:  # requests' errors; a 404 is Yahoo's answer for a symbol it lacks
-                if getattr(getattr(exc, "response", None), "status_code", None) == 404:
-                    raise UnknownSymbolError(
-                        f"Yahoo does not know {yahoo} (404 from its quote service)"
-                    ) from None
-                raise
+            meta = self.chart(yahoo)
             feed.received()
+            if meta is None:
+                continue  # no prices right now
             any_open = any_open or chart_market_open(meta, time.time())
             row = self.quotes.from_chart(yahoo, meta)
             stamp = _int(meta.get("regularMarketTime"))
@@ -279,19 +312,23 @@ class YFinanceProvider:
 
     def _poll(self, feed: Feed) -> None:
         last_time: dict[str, int] = {}
+        connected = False
         while True:
             try:
                 is_open = self.poll_once(feed, last_time)
-            except _RateLimited as exc:
-                delay = self.backoff.next_delay()
-                feed.disconnected(f"Yahoo rate limit: {exc}", delay)
-                feed.wait(delay)
-                continue
-            except (OSError, self.yf.exceptions.YFException) as exc:
+            except UnknownSymbolError:
+                raise
+            except Exception as exc:  # Yahoo down, rate limits, an answer yfinance could not parse
+                connected = False
                 delay = self.backoff.next_delay()
                 feed.disconnected(f"{type(exc).__name__}: {exc}", delay)
                 feed.wait(delay)
                 continue
+            if not connected:
+                feed.connected(
+                    f"polling {len(self.quotes.symbols)} symbol(s) every {self.settings.poll_interval}"
+                )
+                connected = True
             self.backoff.reset()
             feed.market(is_open, "Yahoo's trading periods for the symbols")
             wait = self.settings.poll_interval if is_open else self.settings.closed_poll_interval
