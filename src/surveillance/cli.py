@@ -166,6 +166,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals(stop: threading.Event, doing: str) -> dict[int, Any]:
+    """SIGTERM/SIGINT set ``stop`` (a second one exits at once); the previous handlers, to restore."""
+
+    def on_signal(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            console.print(f"{name} again: exiting without waiting for acknowledgements")
+            os._exit(128 + signum)
+        console.print(f"{name}: {doing} (send it again to force)")
+        stop.set()
+
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -178,16 +192,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     unsent = Path(resolve_local_path(settings.state_dir)) / "replay" / f"{source.stem}.unsent.{stamp}.jsonl"
     unsent.parent.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-
-    def stop_sending(signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            console.print(f"{name} again: exiting without waiting for acknowledgements")
-            os._exit(128 + signum)
-        console.print(f"{name}: stopping after the records in flight (send it again to force)")
-        stop.set()
-
-    previous = {sig: signal.signal(sig, stop_sending) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = _stop_on_signals(stop, "stopping after the records in flight")
     try:
         result = replay_file(
             source,
@@ -242,16 +247,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args)
     stop = threading.Event()
-
-    def stop_ingesting(signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            console.print(f"{name} again: exiting without waiting for acknowledgements")
-            os._exit(128 + signum)
-        console.print(f"{name}: stopping after the quotes already handed over (send it again to force)")
-        stop.set()
-
-    previous = {sig: signal.signal(sig, stop_ingesting) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = _stop_on_signals(stop, "stopping after the quotes already handed over")
     options: dict[str, Any] = {}
     if args.file:
         options["file"] = args.file
