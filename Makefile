@@ -27,7 +27,7 @@ demo-monitor: setup
 	$(SURVEIL) demo --monitor
 
 # Everything but the crash/restart suite (marked slow: it cold-starts the stream a dozen times), the
-# fault-injection suite (chaos) and the standalone-cluster suite; CI runs all four.
+# fault-injection suite (chaos) and the deployment suite (cluster: spark-submit, SASL_SSL); CI runs all four.
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow and not chaos and not cluster"
 
@@ -39,8 +39,8 @@ test-recovery: setup
 test-chaos: setup
 	$(BIN)/python -m pytest -q -rP -m chaos
 
-# The jobs through spark-submit: on a Spark standalone cluster on loopback (master + two workers), and the
-# backfill against the stream's tables (local master).
+# The jobs as deployed: spark-submit on a Spark standalone cluster on loopback (master + two workers), the
+# backfill job against the stream's tables, and the stream over a SASL_SSL broker.
 test-cluster: setup
 	$(BIN)/python -m pytest -q -m cluster
 

@@ -18,7 +18,7 @@ from surveillance.ingestion.replay import replay_file
 from surveillance.kafka.broker import LocalBroker
 from surveillance.lakehouse import table_locations
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 PORT, CONTROLLER_PORT = 19592, 19593
 USER, PASSWORD = "surveil-analyst", 'a "quoted" pass\\word'  # quotes and a backslash: JAAS escaping
