@@ -135,6 +135,7 @@ class LocalSparkCluster:
         self.log_dir = self.home / "logs"
         self.master_url = f"spark://127.0.0.1:{self.options.port}"
         self.web_url = f"http://127.0.0.1:{self.options.webui_port}"
+        self._started: dict[str, subprocess.Popen] = {}  # daemons this object started, by role
 
     def up(self, timeout: float = 120) -> ClusterStatus:
         """Start whatever is not running (the master, then the workers) and wait until every worker has
@@ -237,6 +238,7 @@ class LocalSparkCluster:
                 start_new_session=True,
             )
         (self.home / f"{role}.pid").write_text(f"{process.pid}\n")
+        self._started[role] = process
 
     def _pid(self, role: str) -> int | None:
         """The pid of our live ``role`` daemon, or None."""
@@ -255,8 +257,13 @@ class LocalSparkCluster:
     def _check_alive(self, role: str, deadline: float) -> None:
         log = self.log_dir / f"{role}.log"
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""
-        if self._pid(role) is None:
-            raise ClusterError(f"the Spark {role} exited during start-up; last lines of {log}:\n{tail}")
+        started = self._started.get(role)
+        # A daemon we started is judged by its process handle: /proc's view of it can be unreadable for a
+        # moment while spark-class execs the JVM (a master was taken for dead that way, its log empty).
+        running = started.poll() is None if started is not None else self._pid(role) is not None
+        if not running:
+            code = f" (exit code {started.returncode})" if started is not None else ""
+            raise ClusterError(f"the Spark {role} exited during start-up{code}; last lines of {log}:\n{tail}")
         if time.monotonic() > deadline:
             raise ClusterError(
                 f"the Spark {role} did not come up in time (left running; `surveil cluster down` stops "
