@@ -458,3 +458,23 @@ def test_a_polygon_frame_or_event_we_cannot_read_is_said_and_skipped(monkeypatch
     assert [json.loads(record.value)["event_id"] for record in feed.records] == ["polygon:T:AAPL:20261120:3"]
     assert sum("not JSON" in line for line in feed.lines) == 1
     assert sum("an event we cannot read" in line for line in feed.lines) == 2
+
+
+def test_a_plugin_gets_its_own_settings_and_the_command_lines_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from surveillance.providers import run
+
+    seen: dict[str, Any] = {}
+
+    def factory(settings: Any, symbols: list[str], options: dict[str, Any]) -> Any:
+        seen.update(symbols=symbols, options=options)
+        raise ProviderError("stop here (before Kafka)")
+
+    monkeypatch.setattr(run, "load_provider", lambda name: factory)
+    settings = load_settings(
+        overrides=["ingest.plugins.myvendor.endpoint=tcp://feed:9000", "ingest.plugins.myvendor.depth=5"]
+    )
+    result = run.run_ingest(settings, "myvendor", ["AAA"], options={"depth": 10})
+    assert seen == {"symbols": ["AAA"], "options": {"endpoint": "tcp://feed:9000", "depth": 10}}
+    assert result.exit_code == 2 and result.error == "stop here (before Kafka)"

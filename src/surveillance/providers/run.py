@@ -60,7 +60,9 @@ def run_ingest(
 
     stop = stop or threading.Event()
     try:
-        provider = load_provider(provider_name)(settings, list(symbols), dict(options or {}))
+        # A plugin's own settings (ingest.plugins.<name>), then what the command line gave.
+        given = {**settings.ingest.plugins.get(provider_name, {}), **(options or {})}
+        provider = load_provider(provider_name)(settings, list(symbols), given)
     except ProviderError as exc:
         return IngestResult(0, 0, 0, 0, error=str(exc), fatal=True)
     except ImportError as exc:  # a provider's own packages are an extra
