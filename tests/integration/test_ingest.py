@@ -106,6 +106,16 @@ def _scrape(port: int) -> str:
         return response.read().decode()
 
 
+def _at(server: PolygonStandIn, *more: str) -> tuple[str, ...]:
+    """Settings that point the polygon provider at the stand-in (and metrics at a free port)."""
+    return (
+        f"ingest.polygon.url={server.url}/stocks",
+        f"ingest.polygon.rest_url={server.rest.url}",
+        f"ingest.metrics_port={free_port()}",
+        *more,
+    )
+
+
 def _expected_polygon_trades(session: dict) -> dict[str, dict]:
     """Every trade of the recorded session by its event_id, with the bid/ask of its ticker's latest quote."""
     trades: dict[str, dict] = {}
@@ -134,11 +144,9 @@ def test_polygon_feed_through_a_drop_and_a_resend_lands_each_trade_once_in_silve
             "polygon",
             "--symbols",
             "AAPL,BRK.B,BACpB",
-            sets=(
-                f"ingest.polygon.url={server.url}/stocks",
-                f"ingest.polygon.rest_url={server.rest.url}",
-                "ingest.polygon.reconnect.initial=1 second",
-                f"ingest.metrics_port={metrics_port}",
+            # the later metrics port wins over the one _at picks
+            sets=_at(
+                server, "ingest.polygon.reconnect.initial=1 second", f"ingest.metrics_port={metrics_port}"
             ),
             env={"POLYGON_API_KEY": server.session["api_key"]},
         )
@@ -184,12 +192,7 @@ def test_polygon_bad_key_is_a_clear_error_not_a_reconnect_loop(pipeline: Pipelin
             "polygon",
             "--symbols",
             "AAPL",
-            sets=(
-                f"ingest.polygon.url={server.url}/stocks",
-                f"ingest.polygon.rest_url={server.rest.url}",
-                f"ingest.metrics_port={free_port()}",
-                "ingest.polygon.check_symbols=false",
-            ),
+            sets=_at(server, "ingest.polygon.check_symbols=false"),
             env={"POLYGON_API_KEY": "wrong-key"},
         ).finish()
         connections = server.connections
@@ -200,11 +203,7 @@ def test_polygon_bad_key_is_a_clear_error_not_a_reconnect_loop(pipeline: Pipelin
 
 def test_polygon_unknown_symbol_and_missing_key_are_clear_errors(pipeline: Pipeline) -> None:
     with PolygonStandIn.from_fixture(POLYGON_SESSION) as server:
-        sets = (
-            f"ingest.polygon.url={server.url}/stocks",
-            f"ingest.polygon.rest_url={server.rest.url}",
-            f"ingest.metrics_port={free_port()}",
-        )
+        sets = _at(server)
         unknown = Ingest(
             pipeline.settings,
             "--provider",
@@ -248,11 +247,7 @@ def test_polygon_outside_market_hours_says_so_and_waits_without_connecting(pipel
             "polygon",
             "--symbols",
             "AAPL",
-            sets=(
-                f"ingest.polygon.url={server.url}/stocks",
-                f"ingest.polygon.rest_url={server.rest.url}",
-                f"ingest.metrics_port={free_port()}",
-            ),
+            sets=_at(server),
             env={"POLYGON_API_KEY": server.session["api_key"]},
         )
         ingest.wait_for(lambda: "outside market hours" in ingest.output, 60, "the market closed")
@@ -265,86 +260,29 @@ def test_polygon_outside_market_hours_says_so_and_waits_without_connecting(pipel
     assert connections == 0 and status_calls == 1  # asked once; the next check is minutes away
 
 
+# Yahoo updates: (symbol, price, ms after the start, exchange, quote type, market hours, other fields).
+YAHOO_UPDATES = [
+    ("BTC-USD", 94745.08, 0, "CCC", 41, 1, {"currency": "USD", "day_volume": 59_712_028_672}),
+    ("EURUSD=X", 1.0842, 1, "CCY", 14, 1, {}),
+    ("BRK-B", 471.1, 2, "NYQ", 8, 1, {"day_volume": 1_000, "last_size": 100, "bid": 471.05, "ask": 471.15}),
+    ("ES=F", 6012.25, 3, "CME", 18, 1, {"day_volume": 50_000}),
+    ("VOD.L", 71.2, 4, "LSE", 8, 2, {"day_volume": 9_000}),
+    ("BTC-USD", 94750.0, 5, "CCC", 41, 1, {"currency": "USD", "day_volume": 59_712_030_000}),
+    ("ES=F", 6012.5, 6, "CME", 18, 1, {"day_volume": 50_040}),
+    # pre-market: market_hours 0, which Yahoo's protobuf leaves out
+    ("BRK-B", 471.2, 7, "NYQ", 8, 0, {"day_volume": 1_300, "last_size": 300, "bid": 471.15, "ask": 471.25}),
+]
+
+
 def _yahoo_frames(start_ms: int) -> tuple[list[str], list[str]]:
-    first = [
-        pricing_frame(
-            id="BTC-USD",
-            price=94745.08,
-            time=start_ms,
-            currency="USD",
-            exchange="CCC",
-            quote_type=41,
-            market_hours=1,
-            day_volume=59_712_028_672,
-        ),
-        pricing_frame(
-            id="EURUSD=X", price=1.0842, time=start_ms + 1, exchange="CCY", quote_type=14, market_hours=1
-        ),
-        pricing_frame(
-            id="BRK-B",
-            price=471.1,
-            time=start_ms + 2,
-            exchange="NYQ",
-            quote_type=8,
-            market_hours=1,
-            day_volume=1_000,
-            last_size=100,
-            bid=471.05,
-            ask=471.15,
-        ),
-        pricing_frame(
-            id="ES=F",
-            price=6012.25,
-            time=start_ms + 3,
-            exchange="CME",
-            quote_type=18,
-            market_hours=1,
-            day_volume=50_000,
-        ),
-        pricing_frame(
-            id="VOD.L",
-            price=71.2,
-            time=start_ms + 4,
-            exchange="LSE",
-            quote_type=8,
-            market_hours=2,
-            day_volume=9_000,
-        ),
-        pricing_frame(
-            id="BTC-USD",
-            price=94750.0,
-            time=start_ms + 5,
-            currency="USD",
-            exchange="CCC",
-            quote_type=41,
-            market_hours=1,
-            day_volume=59_712_030_000,
-        ),
-    ]
-    second = [
-        *first[-2:],  # resent after the reconnect
-        pricing_frame(
-            id="ES=F",
-            price=6012.5,
-            time=start_ms + 6,
-            exchange="CME",
-            quote_type=18,
-            market_hours=1,
-            day_volume=50_040,
-        ),
-        pricing_frame(
-            id="BRK-B",
-            price=471.2,
-            time=start_ms + 7,
-            exchange="NYQ",
-            quote_type=8,
-            day_volume=1_300,
-            last_size=300,
-            bid=471.15,
-            ask=471.25,
-        ),  # pre-market: no market_hours
-    ]
-    return first, second
+    """The first connection's six updates; the second resends the last two, then two new ones."""
+    frames = [
+        pricing_frame(id=symbol, price=price, time=start_ms + offset, exchange=exchange, quote_type=kind,
+                      market_hours=hours, **fields)
+        for symbol, price, offset, exchange, kind, hours, fields in YAHOO_UPDATES
+    ]  # fmt: skip
+    first = frames[:6]
+    return first, [*first[-2:], *frames[6:]]
 
 
 def test_yfinance_stream_of_yahoo_symbols_reaches_silver_in_our_symbology(pipeline: Pipeline) -> None:
